@@ -35,7 +35,13 @@ pub fn init_main() -> ! {
     match run(&control) {
         Ok(code) => sys::exit_now(code),
         Err(message) => {
-            report(&control, &InitReport::Failed { message: message.clone() }, None);
+            report(
+                &control,
+                &InitReport::Failed {
+                    message: message.clone(),
+                },
+                None,
+            );
             let _ = writeln!(io::stderr(), "condo sandbox: {message}");
             sys::exit_now(SETUP_FAILED_EXIT)
         }
@@ -66,8 +72,8 @@ fn run(control: &OwnedFd) -> Result<i32, String> {
         None => None,
     };
 
-    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe: {e}"))?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(status_r);
@@ -87,7 +93,11 @@ fn run(control: &OwnedFd) -> Result<i32, String> {
                 return Err(failure);
             }
             let pid = u32::try_from(child.as_raw()).map_err(|e| e.to_string())?;
-            report(control, &InitReport::Ready { init_pid: pid }, listener.as_ref());
+            report(
+                control,
+                &InitReport::Ready { init_pid: pid },
+                listener.as_ref(),
+            );
             drop(listener);
             Ok(wait_for(child))
         }
@@ -102,12 +112,20 @@ fn read_spec(control: &OwnedFd) -> Result<SandboxSpec, String> {
 }
 
 fn report(control: &OwnedFd, report: &InitReport, fd: Option<&TcpListener>) {
-    let Ok(bytes) = serde_json::to_vec(report) else { return };
+    let Ok(bytes) = serde_json::to_vec(report) else {
+        return;
+    };
     let iov = [io::IoSlice::new(&bytes)];
     let result = match fd {
         Some(l) => {
             let fds = [l.as_raw_fd()];
-            sendmsg::<()>(control.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+            sendmsg::<()>(
+                control.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
         }
         None => send(control.as_raw_fd(), &bytes, MsgFlags::empty()),
     };
@@ -133,9 +151,15 @@ fn wait_for(child: nix::unistd::Pid) -> i32 {
 fn build_and_exec(spec: &SandboxSpec, plan: &[MountStep]) -> String {
     match prepare(spec, plan) {
         Ok((argv, env)) => {
-            let Some(program) = argv.first() else { return "empty argv".into() };
+            let Some(program) = argv.first() else {
+                return "empty argv".into();
+            };
             let err = nix::unistd::execve(program, &argv, &env).err();
-            format!("exec {}: {}", spec.argv[0], err.map(|e| e.to_string()).unwrap_or_default())
+            format!(
+                "exec {}: {}",
+                spec.argv[0],
+                err.map(|e| e.to_string()).unwrap_or_default()
+            )
         }
         Err(e) => e,
     }
@@ -151,7 +175,14 @@ fn prepare(spec: &SandboxSpec, plan: &[MountStep]) -> Result<(Vec<CString>, Vec<
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| format!("stdin: {e}"))?;
 
     let argv = to_cstrings(spec.argv.iter().map(String::as_str))?;
-    let env = to_cstrings(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().iter().map(String::as_str))?;
+    let env = to_cstrings(
+        spec.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )?;
 
     let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
@@ -185,14 +216,25 @@ fn execute(step: &MountStep) -> io::Result<()> {
                 Some(options.as_str()),
             )?;
         }
-        MountStep::Bind { source, target, writable, device } => {
+        MountStep::Bind {
+            source,
+            target,
+            writable,
+            device,
+        } => {
             if std::fs::metadata(source)?.is_dir() {
                 std::fs::create_dir_all(target)?;
             } else {
                 create_parent(target)?;
                 std::fs::File::create(target)?;
             }
-            mount(Some(source), target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+            mount(
+                Some(source),
+                target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )?;
             let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
             if !device {
                 flags |= MsFlags::MS_NODEV;

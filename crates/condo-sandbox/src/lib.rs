@@ -15,7 +15,7 @@ mod sys;
 mod system;
 
 pub use init::init_main;
-pub use parent::{ExitStatus, Sandbox, SandboxError};
+pub use parent::{ExitStatus, ExitWatch, Sandbox, SandboxError};
 pub use plan::{mount_plan, MountStep};
 pub use spec::{BindMount, FileSpec, SandboxSpec, Symlink};
 pub use system::host_system_root;

@@ -2,12 +2,14 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::socket::{send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
+};
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +19,12 @@ use crate::{sys, SandboxSpec, INIT_ARG};
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum InitReport {
     /// The program was exec'd as `init_pid` (a host pid); the listener, if any, travels with it.
-    Ready { init_pid: u32 },
-    Failed { message: String },
+    Ready {
+        init_pid: u32,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +60,19 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts `init_program` (normally `/proc/self/exe`) as the init step and waits until the
     /// program inside has been exec'd or set-up failed. Blocking: call it off the async runtime.
-    pub fn spawn(spec: &SandboxSpec, init_program: &Path, setup_timeout: Duration) -> Result<Self, SandboxError> {
+    pub fn spawn(
+        spec: &SandboxSpec,
+        init_program: &Path,
+        setup_timeout: Duration,
+    ) -> Result<Self, SandboxError> {
         let chan = |e: nix::Error| SandboxError::Channel(e.to_string());
-        let (ours, theirs) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(chan)?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(chan)?;
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(chan)?;
         let out_w2 = out_w.try_clone().map_err(SandboxError::Spawn)?;
 
@@ -71,21 +86,41 @@ impl Sandbox {
         drop(cmd); // closes our copies of the child's ends
 
         let exit_fd = sys::pidfd_open(init.id()).map_err(SandboxError::Spawn)?;
-        let mut sandbox = Sandbox { init, exit_fd, program_pid: 0, listener: None, output: Some(out_r), exited: None };
+        let mut sandbox = Sandbox {
+            init,
+            exit_fd,
+            program_pid: 0,
+            listener: None,
+            output: Some(out_r),
+            exited: None,
+        };
 
-        let spec_bytes = serde_json::to_vec(spec).map_err(|e| SandboxError::Channel(e.to_string()))?;
-        send(std::os::fd::AsRawFd::as_raw_fd(&ours), &spec_bytes, MsgFlags::empty()).map_err(chan)?;
-        let timeout = TimeVal::new(setup_timeout.as_secs() as _, setup_timeout.subsec_micros() as _);
+        let spec_bytes =
+            serde_json::to_vec(spec).map_err(|e| SandboxError::Channel(e.to_string()))?;
+        send(
+            std::os::fd::AsRawFd::as_raw_fd(&ours),
+            &spec_bytes,
+            MsgFlags::empty(),
+        )
+        .map_err(chan)?;
+        let timeout = TimeVal::new(
+            setup_timeout.as_secs() as _,
+            setup_timeout.subsec_micros() as _,
+        );
         setsockopt(&ours, sockopt::ReceiveTimeout, &timeout).map_err(chan)?;
 
         let mut buf = vec![0u8; 64 * 1024];
         let (n, fd) = match sys::recv_with_fd(ours.as_fd(), &mut buf) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(SandboxError::Timeout(setup_timeout)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(SandboxError::Timeout(setup_timeout))
+            }
             Err(e) => return Err(SandboxError::Channel(e.to_string())),
         };
         if n == 0 {
-            return Err(SandboxError::Setup("the init step exited before reporting".into()));
+            return Err(SandboxError::Setup(
+                "the init step exited before reporting".into(),
+            ));
         }
         match serde_json::from_slice::<InitReport>(&buf[..n]) {
             Ok(InitReport::Ready { init_pid }) => {
@@ -108,9 +143,12 @@ impl Sandbox {
         self.output.take()
     }
 
-    /// Becomes readable when the sandbox has ended; poll it from an async runtime.
-    pub fn exit_fd(&self) -> BorrowedFd<'_> {
-        self.exit_fd.as_fd()
+    /// A watch that resolves when the sandbox has ended. Needs a Tokio runtime.
+    pub fn exit_watch(&self) -> io::Result<ExitWatch> {
+        let fd = self.exit_fd.as_fd().try_clone_to_owned()?;
+        Ok(ExitWatch {
+            fd: sys::register_async(fd)?,
+        })
     }
 
     /// Host pid of the program inside (PID 1 of its namespace).
@@ -138,7 +176,10 @@ impl Sandbox {
         if let Ok(None) = self.init.try_wait() {
             if let Ok(pid) = i32::try_from(self.program_pid) {
                 if pid > 0 {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -171,5 +212,19 @@ fn mirror(status: std::process::ExitStatus) -> ExitStatus {
         (Some(code), _) => ExitStatus::Exited(code),
         (None, Some(sig)) => ExitStatus::Signaled(sig),
         (None, None) => ExitStatus::Exited(-1),
+    }
+}
+
+/// Resolves when a sandbox has ended (its pidfd became readable).
+#[derive(Debug)]
+pub struct ExitWatch {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl ExitWatch {
+    /// Waits until the sandbox has ended. Reap it afterwards with [`Sandbox::try_wait`].
+    pub async fn exited(&self) {
+        // A pidfd reports readable once, forever; errors mean the same: nothing more to wait for.
+        let _ = self.fd.readable().await;
     }
 }

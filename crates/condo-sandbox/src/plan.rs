@@ -7,7 +7,13 @@ use std::path::{Component, Path, PathBuf};
 use crate::SandboxSpec;
 
 /// Device nodes a program may need; everything else under `/dev` is absent.
-pub const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+pub const DEVICES: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// One step of building the root. Paths under `new_root` are absolute host paths, because the
 /// steps run before `pivot_root`.
@@ -15,15 +21,33 @@ pub const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/ran
 pub enum MountStep {
     /// Stop mount events from propagating back to the host.
     MakeRootPrivate,
-    Tmpfs { target: PathBuf, options: String },
+    Tmpfs {
+        target: PathBuf,
+        options: String,
+    },
     /// Bind `source` onto `target` (creating a directory or an empty file to mount on), then
     /// remount it with `nosuid,nodev` and read-only unless `writable`.
-    Bind { source: PathBuf, target: PathBuf, writable: bool, device: bool },
-    Symlink { link: PathBuf, target: PathBuf },
-    WriteFile { path: PathBuf, contents: String },
-    Proc { target: PathBuf },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        writable: bool,
+        device: bool,
+    },
+    Symlink {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+    },
+    Proc {
+        target: PathBuf,
+    },
     /// `pivot_root` into `new_root` and detach the old root entirely.
-    PivotRoot { new_root: PathBuf },
+    PivotRoot {
+        new_root: PathBuf,
+    },
     RemountRootReadOnly,
 }
 
@@ -37,7 +61,10 @@ pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
     let inside = |p: &Path| -> Result<PathBuf, BadPath> { join_inside(root, p) };
     let mut steps = vec![
         MountStep::MakeRootPrivate,
-        MountStep::Tmpfs { target: root.clone(), options: "size=4m,mode=0755".into() },
+        MountStep::Tmpfs {
+            target: root.clone(),
+            options: "size=4m,mode=0755".into(),
+        },
     ];
     for bind in &spec.binds {
         steps.push(MountStep::Bind {
@@ -65,20 +92,33 @@ pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        steps.push(MountStep::Symlink { link: inside(Path::new(link))?, target: target.into() });
+        steps.push(MountStep::Symlink {
+            link: inside(Path::new(link))?,
+            target: target.into(),
+        });
     }
     steps.push(MountStep::Tmpfs {
         target: inside(Path::new("/tmp"))?,
         options: format!("size={},mode=1777", spec.tmp_size_bytes),
     });
     for file in &spec.files {
-        steps.push(MountStep::WriteFile { path: inside(&file.path)?, contents: file.contents.clone() });
+        steps.push(MountStep::WriteFile {
+            path: inside(&file.path)?,
+            contents: file.contents.clone(),
+        });
     }
     for link in &spec.symlinks {
-        steps.push(MountStep::Symlink { link: inside(&link.link)?, target: link.target.clone() });
+        steps.push(MountStep::Symlink {
+            link: inside(&link.link)?,
+            target: link.target.clone(),
+        });
     }
-    steps.push(MountStep::Proc { target: inside(Path::new("/proc"))? });
-    steps.push(MountStep::PivotRoot { new_root: root.clone() });
+    steps.push(MountStep::Proc {
+        target: inside(Path::new("/proc"))?,
+    });
+    steps.push(MountStep::PivotRoot {
+        new_root: root.clone(),
+    });
     steps.push(MountStep::RemountRootReadOnly);
     Ok(steps)
 }
@@ -113,8 +153,14 @@ mod tests {
                 BindMount::read_only("/usr", "/usr"),
                 BindMount::read_only("/data/code/abc", "/var/task"),
             ],
-            symlinks: vec![Symlink { link: "/bin".into(), target: "usr/bin".into() }],
-            files: vec![FileSpec { path: "/etc/passwd".into(), contents: "x".into() }],
+            symlinks: vec![Symlink {
+                link: "/bin".into(),
+                target: "usr/bin".into(),
+            }],
+            files: vec![FileSpec {
+                path: "/etc/passwd".into(),
+                contents: "x".into(),
+            }],
             tmp_size_bytes: 512 << 20,
             hostname: "h".into(),
             uid: 1000,
@@ -130,7 +176,9 @@ mod tests {
     fn plan_builds_everything_under_the_new_root_then_pivots_and_seals() {
         let steps = mount_plan(&spec()).unwrap();
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
-        assert!(matches!(&steps[1], MountStep::Tmpfs { target, .. } if target == Path::new("/run/condo/root")));
+        assert!(
+            matches!(&steps[1], MountStep::Tmpfs { target, .. } if target == Path::new("/run/condo/root"))
+        );
         assert!(steps.contains(&MountStep::Bind {
             source: "/data/code/abc".into(),
             target: "/run/condo/root/var/task".into(),
@@ -142,13 +190,22 @@ mod tests {
             options: "size=536870912,mode=1777".into(),
         }));
         let n = steps.len();
-        assert_eq!(steps[n - 2], MountStep::PivotRoot { new_root: "/run/condo/root".into() });
+        assert_eq!(
+            steps[n - 2],
+            MountStep::PivotRoot {
+                new_root: "/run/condo/root".into()
+            }
+        );
         assert_eq!(steps[n - 1], MountStep::RemountRootReadOnly);
         // Only the listed devices, and nothing of the host's /dev otherwise.
         let devices: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
-                MountStep::Bind { source, device: true, .. } => Some(source.clone()),
+                MountStep::Bind {
+                    source,
+                    device: true,
+                    ..
+                } => Some(source.clone()),
                 _ => None,
             })
             .collect();
@@ -163,7 +220,10 @@ mod tests {
             assert!(mount_plan(&s).is_err(), "{bad}");
         }
         let mut s = spec();
-        s.files.push(FileSpec { path: "../escape".into(), contents: String::new() });
+        s.files.push(FileSpec {
+            path: "../escape".into(),
+            contents: String::new(),
+        });
         assert!(mount_plan(&s).is_err());
     }
 }

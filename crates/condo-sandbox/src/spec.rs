@@ -43,7 +43,11 @@ pub struct BindMount {
 
 impl BindMount {
     pub fn read_only(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        Self { source: source.into(), target: target.into(), writable: false }
+        Self {
+            source: source.into(),
+            target: target.into(),
+            writable: false,
+        }
     }
 }
 

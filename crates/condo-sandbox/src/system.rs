@@ -20,7 +20,10 @@ pub fn host_system_root() -> io::Result<(Vec<BindMount>, Vec<Symlink>)> {
             Err(e) => return Err(e),
         };
         if meta.file_type().is_symlink() {
-            links.push(Symlink { link: dir.into(), target: std::fs::read_link(dir)? });
+            links.push(Symlink {
+                link: dir.into(),
+                target: std::fs::read_link(dir)?,
+            });
         } else if meta.is_dir() {
             binds.push(BindMount::read_only(dir, dir));
         }
@@ -42,7 +45,9 @@ mod tests {
     #[test]
     fn usr_is_always_bound_read_only_and_links_are_relative_to_it() {
         let (binds, links) = host_system_root().unwrap();
-        assert!(binds.iter().any(|b| b.target == PathBuf::from("/usr") && !b.writable));
+        assert!(binds
+            .iter()
+            .any(|b| b.target == PathBuf::from("/usr") && !b.writable));
         for l in links {
             assert!(l.link.is_absolute());
         }

@@ -202,7 +202,10 @@ mod tests {
     fn environment_variables() {
         let ok = |pairs: &[(&str, &str)]| {
             EnvironmentVariables::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             )
             .is_ok()
         };

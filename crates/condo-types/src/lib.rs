@@ -31,7 +31,11 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub fn new(member: &'static str, value: impl Into<String>, constraint: impl Into<String>) -> Self {
+    pub fn new(
+        member: &'static str,
+        value: impl Into<String>,
+        constraint: impl Into<String>,
+    ) -> Self {
         let mut value = value.into();
         // A hostile client may send megabytes; echo only a prefix.
         if value.len() > 300 {
@@ -42,6 +46,10 @@ impl ValidationError {
             value.truncate(cut);
             value.push_str("...");
         }
-        Self { member, value, constraint: constraint.into() }
+        Self {
+            member,
+            value,
+            constraint: constraint.into(),
+        }
     }
 }

@@ -22,7 +22,10 @@ impl FunctionName {
                 "Member must have length between 1 and 64",
             ));
         }
-        if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(ValidationError::new(
                 "functionName",
                 value,
@@ -173,10 +176,14 @@ impl FunctionRef {
             [name, q] => (None, None, *name, Some(*q)),
             [acct, "function", name] => (Some(*acct), None, *name, None),
             [acct, "function", name, q] => (Some(*acct), None, *name, Some(*q)),
-            ["arn", partition, "lambda", region, acct, "function", name] if partition.starts_with("aws") => {
+            ["arn", partition, "lambda", region, acct, "function", name]
+                if partition.starts_with("aws") =>
+            {
                 (Some(*acct), Some(*region), *name, None)
             }
-            ["arn", partition, "lambda", region, acct, "function", name, q] if partition.starts_with("aws") => {
+            ["arn", partition, "lambda", region, acct, "function", name, q]
+                if partition.starts_with("aws") =>
+            {
                 (Some(*acct), Some(*region), *name, Some(*q))
             }
             _ => return Err(invalid()),
@@ -228,9 +235,8 @@ mod tests {
                 r.account,
             )
         });
-        let expect = expect.map(|(n, q, a)| {
-            (n.to_owned(), q.map(str::to_owned), a.map(str::to_owned))
-        });
+        let expect =
+            expect.map(|(n, q, a)| (n.to_owned(), q.map(str::to_owned), a.map(str::to_owned)));
         assert_eq!(got, expect, "input {input:?}");
     }
 

@@ -48,11 +48,16 @@ impl Runtime {
             "provided.al2023" => Self::Provided(ProvidedFlavour::Al2023),
             other => {
                 if let Some(minor) = other.strip_prefix("python3.") {
-                    Self::Python { minor: small_number(minor).ok_or_else(unknown)? }
-                } else if let Some(major) =
-                    other.strip_prefix("nodejs").and_then(|s| s.strip_suffix(".x"))
+                    Self::Python {
+                        minor: small_number(minor).ok_or_else(unknown)?,
+                    }
+                } else if let Some(major) = other
+                    .strip_prefix("nodejs")
+                    .and_then(|s| s.strip_suffix(".x"))
                 {
-                    Self::Nodejs { major: small_number(major).ok_or_else(unknown)? }
+                    Self::Nodejs {
+                        major: small_number(major).ok_or_else(unknown)?,
+                    }
                 } else {
                     return Err(unknown());
                 }
@@ -108,10 +113,28 @@ mod tests {
 
     #[test]
     fn runtime_names_round_trip() {
-        for name in ["provided", "provided.al2", "provided.al2023", "python3.11", "python3.13", "nodejs20.x", "nodejs24.x"] {
+        for name in [
+            "provided",
+            "provided.al2",
+            "provided.al2023",
+            "python3.11",
+            "python3.13",
+            "nodejs20.x",
+            "nodejs24.x",
+        ] {
             assert_eq!(Runtime::parse(name).unwrap().to_string(), name);
         }
-        for bad in ["", "python", "python3.", "python3.x", "nodejs20", "java21", "nodejs.x", "python3.1234", "go1.x"] {
+        for bad in [
+            "",
+            "python",
+            "python3.",
+            "python3.x",
+            "nodejs20",
+            "java21",
+            "nodejs.x",
+            "python3.1234",
+            "go1.x",
+        ] {
             assert!(Runtime::parse(bad).is_err(), "{bad}");
         }
     }

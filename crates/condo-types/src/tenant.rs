@@ -15,7 +15,8 @@ pub struct TenantId(String);
 
 impl TenantId {
     pub const MAX_LEN: usize = 256;
-    const PATTERN: &'static str = "Member must satisfy regular expression pattern: [a-zA-Z0-9\\._:\\/=+\\-@ ]+";
+    const PATTERN: &'static str =
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9\\._:\\/=+\\-@ ]+";
 
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         if value.is_empty() || value.len() > Self::MAX_LEN {
@@ -102,6 +103,8 @@ mod tests {
         let parsed: TenancyConfig =
             serde_json::from_str(r#"{"TenantIsolationMode":"PER_TENANT"}"#).unwrap();
         assert_eq!(parsed.tenant_isolation_mode, TenantIsolationMode::PerTenant);
-        assert!(serde_json::from_str::<TenancyConfig>(r#"{"TenantIsolationMode":"SHARED"}"#).is_err());
+        assert!(
+            serde_json::from_str::<TenancyConfig>(r#"{"TenantIsolationMode":"SHARED"}"#).is_err()
+        );
     }
 }

@@ -1,0 +1,371 @@
+//! One environment's Runtime API server and the handle the engine drives it with.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Largest response a function may return: 6 MB, as Lambda.
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Error bodies and init errors are small; bound them anyway.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+
+/// One invocation as the runtime receives it from `/next`.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Epoch milliseconds by which the function must answer.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub tenant_id: Option<String>,
+    /// Already decoded JSON text (the Invoke API carries it base64-encoded).
+    pub client_context: Option<String>,
+    pub trace_id: String,
+}
+
+/// What the runtime answered for one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvocationOutcome {
+    Response(Bytes),
+    /// The runtime posted to `/error` (the official clients send no error-type header).
+    Error {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+    /// The response was larger than [`MAX_RESPONSE_BYTES`].
+    ResponseTooLarge,
+}
+
+/// Where the runtime is in its life, as seen through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Started, has not asked for work yet.
+    Initializing,
+    /// Asked for its first invocation: initialisation is done.
+    Ready,
+    /// Posted to `/runtime/init/error`.
+    InitError {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+}
+
+type Delivery = (Invocation, oneshot::Sender<InvocationOutcome>);
+
+struct Shared {
+    next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    in_flight: Mutex<Option<(String, oneshot::Sender<InvocationOutcome>)>>,
+    phase: watch::Sender<Phase>,
+}
+
+/// The engine's handle on one environment's Runtime API. Dropping it stops the server and
+/// closes every connection.
+pub struct RuntimeApi {
+    deliver_tx: mpsc::Sender<Delivery>,
+    phase_rx: watch::Receiver<Phase>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RuntimeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeApi")
+            .field("phase", &*self.phase_rx.borrow())
+            .finish()
+    }
+}
+
+impl RuntimeApi {
+    /// Serves the Runtime API on `listener` until the handle is dropped.
+    pub fn serve(listener: TcpListener) -> Self {
+        let (deliver_tx, next_rx) = mpsc::channel(1);
+        let (phase, phase_rx) = watch::channel(Phase::Initializing);
+        let shared = Arc::new(Shared {
+            next_rx: tokio::sync::Mutex::new(next_rx),
+            in_flight: Mutex::new(None),
+            phase,
+        });
+        let server = tokio::spawn(accept_loop(listener, shared));
+        Self {
+            deliver_tx,
+            phase_rx,
+            server,
+        }
+    }
+
+    /// Waits until the runtime has finished initialising (or reported an init error).
+    pub async fn initialized(&mut self) -> Phase {
+        let result = self
+            .phase_rx
+            .wait_for(|p| !matches!(p, Phase::Initializing))
+            .await
+            .map(|p| p.clone());
+        result.unwrap_or(Phase::Initializing)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase_rx.borrow().clone()
+    }
+
+    /// Hands one invocation to the runtime's next `/next` call. The receiver resolves when the
+    /// runtime answers; it is dropped (the receiver sees an error) if the server goes away.
+    pub fn deliver(
+        &self,
+        invocation: Invocation,
+    ) -> Result<oneshot::Receiver<InvocationOutcome>, Invocation> {
+        let (tx, rx) = oneshot::channel();
+        match self.deliver_tx.try_send((invocation, tx)) {
+            Ok(()) => Ok(rx),
+            Err(
+                mpsc::error::TrySendError::Full((inv, _))
+                | mpsc::error::TrySendError::Closed((inv, _)),
+            ) => Err(inv),
+        }
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // Connection tasks live in this set, so aborting the accept loop closes them all.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(shared.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "InvalidRequest",
+            "unknown path",
+        ));
+    };
+    let response = match (req.method(), rest) {
+        (&Method::GET, "invocation/next") => next(&shared).await,
+        (&Method::POST, "init/error") => init_error(&shared, req).await,
+        (&Method::POST, rest) => match rest
+            .strip_prefix("invocation/")
+            .and_then(|r| r.split_once('/'))
+        {
+            Some((id, "response")) => {
+                let id = id.to_owned();
+                respond(&shared, &id, req).await
+            }
+            Some((id, "error")) => {
+                let id = id.to_owned();
+                report_error(&shared, &id, req).await
+            }
+            _ => error(StatusCode::NOT_FOUND, "InvalidRequest", "unknown path"),
+        },
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidRequest",
+            "method not allowed",
+        ),
+    };
+    Ok(response)
+}
+
+async fn next(shared: &Shared) -> Response<Full<Bytes>> {
+    shared.phase.send_if_modified(|p| {
+        if *p == Phase::Initializing {
+            *p = Phase::Ready;
+            true
+        } else {
+            false
+        }
+    });
+    // One /next at a time receives work; a second concurrent poll waits its turn.
+    let delivery = shared.next_rx.lock().await.recv().await;
+    let Some((inv, reply)) = delivery else {
+        return error(
+            StatusCode::GONE,
+            "EnvironmentStopping",
+            "the environment is stopping",
+        );
+    };
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("lambda-runtime-aws-request-id", &inv.request_id)
+        .header("lambda-runtime-deadline-ms", inv.deadline_ms.to_string())
+        .header(
+            "lambda-runtime-invoked-function-arn",
+            &inv.invoked_function_arn,
+        )
+        .header("lambda-runtime-trace-id", &inv.trace_id);
+    if let Some(tenant) = &inv.tenant_id {
+        builder = builder.header("lambda-runtime-aws-tenant-id", tenant);
+    }
+    if let Some(ctx) = inv
+        .client_context
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        builder = builder.header("lambda-runtime-client-context", ctx);
+    }
+    if let Ok(mut slot) = shared.in_flight.lock() {
+        *slot = Some((inv.request_id.clone(), reply));
+    }
+    builder.body(Full::new(inv.payload)).unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "bad header",
+        )
+    })
+}
+
+/// Takes the in-flight invocation if `id` is the one this environment is working on.
+fn take_in_flight(
+    shared: &Shared,
+    id: &str,
+) -> Result<oneshot::Sender<InvocationOutcome>, Response<Full<Bytes>>> {
+    let Ok(mut slot) = shared.in_flight.lock() else {
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "state poisoned",
+        ));
+    };
+    match slot.take() {
+        Some((current, reply)) if current == id => Ok(reply),
+        Some(other) => {
+            *slot = Some(other);
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestID",
+                "unknown request id",
+            ))
+        }
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no invocation in flight with this id",
+        )),
+    }
+}
+
+async fn respond(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // Check the id before reading a possibly large body.
+    let reply = match take_in_flight(shared, id) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match Limited::new(req.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => {
+            let _ = reply.send(InvocationOutcome::Response(body.to_bytes()));
+            accepted()
+        }
+        Err(_) => {
+            let _ = reply.send(InvocationOutcome::ResponseTooLarge);
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "response payload too large",
+            )
+        }
+    }
+}
+
+async fn report_error(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = match take_in_flight(shared, id) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let error_type = error_type_header(&req);
+    let body = Limited::new(req.into_body(), MAX_ERROR_BYTES)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_else(|_| {
+            Bytes::from_static(
+                br#"{"errorMessage":"error body too large","errorType":"Runtime.ErrorTooLarge"}"#,
+            )
+        });
+    let _ = reply.send(InvocationOutcome::Error { body, error_type });
+    accepted()
+}
+
+async fn init_error(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let error_type = error_type_header(&req);
+    let body = Limited::new(req.into_body(), MAX_ERROR_BYTES)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let changed = shared.phase.send_if_modified(|p| {
+        if *p == Phase::Initializing {
+            *p = Phase::InitError { body, error_type };
+            true
+        } else {
+            false
+        }
+    });
+    if changed {
+        accepted()
+    } else {
+        error(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "init error after initialisation",
+        )
+    }
+}
+
+fn error_type_header(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
+fn accepted() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(br#"{"status":"OK"}"#)));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "errorType": kind, "errorMessage": message }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,613 @@
+//! The SQLite database: schema migrations and one small repository per concern.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use condo_types::{FunctionConfig, FunctionName, Version};
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the function already exists")]
+    AlreadyExists,
+    #[error("the store lock was poisoned")]
+    Poisoned,
+}
+
+/// Schema, in order; a database is at `PRAGMA user_version` = the number of steps applied.
+const MIGRATIONS: &[&str] = &["CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        next_version INTEGER NOT NULL DEFAULT 1,
+        reserved_concurrency INTEGER,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE function_versions (
+        name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE async_invocations (
+        id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        qualifier TEXT,
+        tenant TEXT,
+        payload BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX async_due ON async_invocations(next_attempt_ms);
+    CREATE TABLE log_streams (
+        log_group TEXT NOT NULL,
+        log_stream TEXT NOT NULL,
+        function TEXT NOT NULL,
+        version TEXT NOT NULL,
+        tenant_id TEXT,
+        environment_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (log_group, log_stream)
+    );
+    CREATE TABLE log_events (
+        id INTEGER PRIMARY KEY,
+        log_group TEXT NOT NULL,
+        log_stream TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        ingestion_ms INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        request_id TEXT,
+        tenant_id TEXT
+    );
+    CREATE INDEX log_events_stream ON log_events(log_group, log_stream, timestamp_ms);"];
+
+/// The database handle. One connection behind a mutex: SQLite serialises writers anyway, and
+/// every statement here is short.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// One queued `Event` invocation, durable across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncInvocation {
+    pub id: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub tenant: Option<String>,
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+}
+
+/// One line of a log stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub log_group: String,
+    pub log_stream: String,
+    pub timestamp_ms: i64,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// A log stream: one per execution environment, so one tenant at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStreamInfo {
+    pub log_group: String,
+    pub log_stream: String,
+    pub function: String,
+    pub version: String,
+    pub tenant_id: Option<String>,
+    pub environment_id: String,
+    pub created_ms: i64,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut conn)
+    }
+
+    // --- functions and versions ---
+
+    /// Creates a function with its `$LATEST` configuration.
+    pub fn create_function(&self, latest: &FunctionConfig, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO functions (name, created_ms) VALUES (?1, ?2)",
+                params![latest.name.as_str(), now_ms],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            put_version(&tx, latest)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the stored configuration of an existing version (only `$LATEST` changes).
+    pub fn update_version(&self, config: &FunctionConfig) -> Result<(), StoreError> {
+        self.with(|c| put_version(c, config))
+    }
+
+    /// Freezes `latest` as the next version number and returns it, unless the newest published
+    /// version already has the same code and configuration (then that one is returned).
+    pub fn publish_version(
+        &self,
+        latest: &FunctionConfig,
+        same_as: impl Fn(&FunctionConfig) -> bool,
+    ) -> Result<FunctionConfig, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let newest: Option<String> = tx
+                .query_row(
+                    "SELECT config FROM function_versions WHERE name = ?1 AND version != '$LATEST'
+                     ORDER BY CAST(version AS INTEGER) DESC LIMIT 1",
+                    params![latest.name.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(json) = newest {
+                let existing = decode(&json)?;
+                if same_as(&existing) {
+                    return Ok(existing);
+                }
+            }
+            let n: u32 = tx.query_row(
+                "UPDATE functions SET next_version = next_version + 1 WHERE name = ?1 RETURNING next_version - 1",
+                params![latest.name.as_str()],
+                |r| r.get(0),
+            )?;
+            let mut published = latest.clone();
+            published.version = Version::Published(n);
+            put_version(&tx, &published)?;
+            tx.commit()?;
+            Ok(published)
+        })
+    }
+
+    pub fn get_version(
+        &self,
+        name: &FunctionName,
+        version: Version,
+    ) -> Result<Option<FunctionConfig>, StoreError> {
+        self.with(|c| {
+            let json: Option<String> = c
+                .query_row(
+                    "SELECT config FROM function_versions WHERE name = ?1 AND version = ?2",
+                    params![name.as_str(), version.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            json.map(|j| decode(&j)).transpose()
+        })
+    }
+
+    /// `$LATEST` of every function, ordered by name, starting after `after`.
+    pub fn list_functions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FunctionConfig>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT config FROM function_versions WHERE version = '$LATEST' AND name > ?1
+                 ORDER BY name LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|r| decode(&r?)).collect()
+        })
+    }
+
+    /// Every version of one function: `$LATEST` first, then published ones in order.
+    pub fn list_versions(&self, name: &FunctionName) -> Result<Vec<FunctionConfig>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT config FROM function_versions WHERE name = ?1
+                 ORDER BY version != '$LATEST', CAST(version AS INTEGER)",
+            )?;
+            let rows = stmt.query_map(params![name.as_str()], |r| r.get::<_, String>(0))?;
+            rows.map(|r| decode(&r?)).collect()
+        })
+    }
+
+    /// Deletes a whole function (`None`) or one published version. Returns whether it existed.
+    pub fn delete(
+        &self,
+        name: &FunctionName,
+        version: Option<Version>,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = match version {
+                None => c.execute(
+                    "DELETE FROM functions WHERE name = ?1",
+                    params![name.as_str()],
+                )?,
+                Some(v) => c.execute(
+                    "DELETE FROM function_versions WHERE name = ?1 AND version = ?2",
+                    params![name.as_str(), v.to_string()],
+                )?,
+            };
+            Ok(n > 0)
+        })
+    }
+
+    /// Every code id still referenced by some version (for garbage collection of the code store).
+    pub fn referenced_code(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT config FROM function_versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut ids: Vec<String> = rows
+                .map(|r| decode(&r?).map(|cfg| cfg.code_id))
+                .collect::<Result<_, _>>()?;
+            ids.sort();
+            ids.dedup();
+            Ok(ids)
+        })
+    }
+
+    // --- concurrency ---
+
+    pub fn reserved_concurrency(&self, name: &FunctionName) -> Result<Option<u32>, StoreError> {
+        self.with(|c| {
+            let v: Option<Option<u32>> = c
+                .query_row(
+                    "SELECT reserved_concurrency FROM functions WHERE name = ?1",
+                    params![name.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.flatten())
+        })
+    }
+
+    pub fn all_reserved_concurrency(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name, reserved_concurrency FROM functions WHERE reserved_concurrency IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn set_reserved_concurrency(
+        &self,
+        name: &FunctionName,
+        value: Option<u32>,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
+                params![name.as_str(), value],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    // --- settings ---
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    // --- the async invocation queue ---
+
+    pub fn enqueue_async(&self, inv: &AsyncInvocation, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO async_invocations (id, function, qualifier, tenant, payload, attempts, next_attempt_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![inv.id, inv.function, inv.qualifier, inv.tenant, inv.payload, inv.attempts, inv.next_attempt_ms, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Queued invocations due at `now_ms`, oldest first.
+    pub fn due_async(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncInvocation>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, function, qualifier, tenant, payload, attempts, next_attempt_ms
+                 FROM async_invocations WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+                Ok(AsyncInvocation {
+                    id: r.get(0)?,
+                    function: r.get(1)?,
+                    qualifier: r.get(2)?,
+                    tenant: r.get(3)?,
+                    payload: r.get(4)?,
+                    attempts: r.get(5)?,
+                    next_attempt_ms: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The earliest time anything in the queue is due, if anything is queued.
+    pub fn next_async_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_ms) FROM async_invocations",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    pub fn reschedule_async(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE async_invocations SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+                params![id, attempts, next_attempt_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn finish_async(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM async_invocations WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+    }
+
+    // --- logs ---
+
+    pub fn create_log_stream(&self, s: &LogStreamInfo) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO log_streams (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![s.log_group, s.log_stream, s.function, s.version, s.tenant_id, s.environment_id, s.created_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn append_log_events(
+        &self,
+        events: &[LogEvent],
+        ingestion_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO log_events (log_group, log_stream, timestamp_ms, ingestion_ms, message, request_id, tenant_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in events {
+                    stmt.execute(params![e.log_group, e.log_stream, e.timestamp_ms, ingestion_ms, e.message, e.request_id, e.tenant_id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Events of one stream in time order (the basis of GetLogEvents and of tests).
+    pub fn log_events(
+        &self,
+        log_group: &str,
+        log_stream: &str,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT log_group, log_stream, timestamp_ms, message, request_id, tenant_id FROM log_events
+                 WHERE log_group = ?1 AND log_stream = ?2 ORDER BY timestamp_ms, id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![log_group, log_stream, limit as i64], |r| {
+                Ok(LogEvent {
+                    log_group: r.get(0)?,
+                    log_stream: r.get(1)?,
+                    timestamp_ms: r.get(2)?,
+                    message: r.get(3)?,
+                    request_id: r.get(4)?,
+                    tenant_id: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn log_streams(&self, log_group: &str) -> Result<Vec<LogStreamInfo>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT log_group, log_stream, function, version, tenant_id, environment_id, created_ms
+                 FROM log_streams WHERE log_group = ?1 ORDER BY created_ms, log_stream",
+            )?;
+            let rows = stmt.query_map(params![log_group], |r| {
+                Ok(LogStreamInfo {
+                    log_group: r.get(0)?,
+                    log_stream: r.get(1)?,
+                    function: r.get(2)?,
+                    version: r.get(3)?,
+                    tenant_id: r.get(4)?,
+                    environment_id: r.get(5)?,
+                    created_ms: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+fn put_version(c: &Connection, config: &FunctionConfig) -> Result<(), StoreError> {
+    let json = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    c.execute(
+        "INSERT INTO function_versions (name, version, config) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name, version) DO UPDATE SET config = excluded.config",
+        params![config.name.as_str(), config.version.to_string(), json],
+    )?;
+    Ok(())
+}
+
+fn decode(json: &str) -> Result<FunctionConfig, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use condo_types::*;
+
+    fn config(name: &str) -> FunctionConfig {
+        FunctionConfig {
+            name: FunctionName::parse(name).unwrap(),
+            version: Version::Latest,
+            runtime: Runtime::parse("provided.al2023").unwrap(),
+            handler: None,
+            role: "arn:aws:iam::000000000000:role/r".into(),
+            description: String::new(),
+            timeout: Timeout::default(),
+            memory: MemorySize::default(),
+            tmp_size: TmpSize::default(),
+            environment: EnvironmentVariables::default(),
+            architecture: Architecture::X86_64,
+            logging: LoggingConfig::default(),
+            tenancy: None,
+            code_id: "ab".repeat(32),
+            code_sha256: "x".into(),
+            code_size: 1,
+            last_modified: "2026-01-01T00:00:00.000+0000".into(),
+            revision_id: "r1".into(),
+        }
+    }
+
+    #[test]
+    fn functions_versions_and_persistence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("condo.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store.create_function(&config("b"), 1).unwrap();
+            store.create_function(&config("a"), 1).unwrap();
+            assert!(matches!(
+                store.create_function(&config("a"), 1),
+                Err(StoreError::AlreadyExists)
+            ));
+            let v1 = store.publish_version(&config("a"), |_| false).unwrap();
+            assert_eq!(v1.version, Version::Published(1));
+            // Publishing unchanged code and configuration returns the same version.
+            let again = store
+                .publish_version(&config("a"), |c| c.code_id == v1.code_id)
+                .unwrap();
+            assert_eq!(again.version, Version::Published(1));
+            let v2 = store.publish_version(&config("a"), |_| false).unwrap();
+            assert_eq!(v2.version, Version::Published(2));
+        }
+        let store = Store::open(&path).unwrap();
+        let names: Vec<String> = store
+            .list_functions(None, 50)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(store.list_functions(Some("a"), 50).unwrap().len(), 1);
+        let versions: Vec<String> = store
+            .list_versions(&FunctionName::parse("a").unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.version.to_string())
+            .collect();
+        assert_eq!(versions, ["$LATEST", "1", "2"]);
+        let a = FunctionName::parse("a").unwrap();
+        assert!(store.set_reserved_concurrency(&a, Some(5)).unwrap());
+        assert_eq!(store.reserved_concurrency(&a).unwrap(), Some(5));
+        assert!(store.delete(&a, None).unwrap());
+        assert!(store
+            .get_version(&a, Version::Published(1))
+            .unwrap()
+            .is_none());
+        assert!(!store.delete(&a, None).unwrap());
+    }
+
+    #[test]
+    fn async_queue_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("condo.db");
+        let inv = AsyncInvocation {
+            id: "1".into(),
+            function: "f".into(),
+            qualifier: None,
+            tenant: Some("Blue".into()),
+            payload: b"{}".to_vec(),
+            attempts: 0,
+            next_attempt_ms: 100,
+        };
+        Store::open(&path).unwrap().enqueue_async(&inv, 0).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(store.due_async(99, 10).unwrap().is_empty());
+        assert_eq!(store.due_async(100, 10).unwrap(), vec![inv]);
+        store.reschedule_async("1", 1, 500).unwrap();
+        assert_eq!(store.next_async_due().unwrap(), Some(500));
+        store.finish_async("1").unwrap();
+        assert_eq!(store.next_async_due().unwrap(), None);
+    }
+}
