@@ -46,7 +46,7 @@ pub(crate) async fn authenticate(
 }
 
 async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     // Refuse an oversized invoke before reading it.
     let declared = parts
         .headers

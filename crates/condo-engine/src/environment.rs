@@ -231,14 +231,14 @@ impl Environment {
         self.log_start(&invocation);
 
         let (result, healthy) = match self.api.deliver(invocation) {
-            Err(_) => (
+            None => (
                 Err(FunctionError::new(
                     "Runtime.ExitError",
                     "the runtime is not accepting invocations",
                 )),
                 false,
             ),
-            Ok(reply) => tokio::select! {
+            Some(reply) => tokio::select! {
                 outcome = reply => match outcome {
                     Ok(InvocationOutcome::Response(body)) => (Ok(body), true),
                     Ok(InvocationOutcome::Error { body, error_type }) => {

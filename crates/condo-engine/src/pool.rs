@@ -361,7 +361,7 @@ mod tests {
         /// (non-isolated) environment never serves a tenant-isolated key.
         #[test]
         fn an_environment_never_serves_two_tenants(ops in proptest::collection::vec(op(), 1..300)) {
-            let mut pool = Pool::new(PoolLimits { account_concurrency: 4, tenant_envs_per_mille: 2500, max_environments: 1024 });
+            let mut pool: Pool<Recorder> = Pool::new(PoolLimits { account_concurrency: 4, tenant_envs_per_mille: 2500, max_environments: 1024 });
             let mut busy: Vec<Recorder> = Vec::new();
             let start = Instant::now();
             let mut clock = 0u64;

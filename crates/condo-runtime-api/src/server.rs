@@ -117,18 +117,10 @@ impl RuntimeApi {
 
     /// Hands one invocation to the runtime's next `/next` call. The receiver resolves when the
     /// runtime answers; it is dropped (the receiver sees an error) if the server goes away.
-    pub fn deliver(
-        &self,
-        invocation: Invocation,
-    ) -> Result<oneshot::Receiver<InvocationOutcome>, Invocation> {
+    /// `None` if an invocation is already waiting (one at a time) or the server is gone.
+    pub fn deliver(&self, invocation: Invocation) -> Option<oneshot::Receiver<InvocationOutcome>> {
         let (tx, rx) = oneshot::channel();
-        match self.deliver_tx.try_send((invocation, tx)) {
-            Ok(()) => Ok(rx),
-            Err(
-                mpsc::error::TrySendError::Full((inv, _))
-                | mpsc::error::TrySendError::Closed((inv, _)),
-            ) => Err(inv),
-        }
+        self.deliver_tx.try_send((invocation, tx)).ok().map(|()| rx)
     }
 }
 
@@ -254,9 +246,9 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
 fn take_in_flight(
     shared: &Shared,
     id: &str,
-) -> Result<oneshot::Sender<InvocationOutcome>, Response<Full<Bytes>>> {
+) -> Result<oneshot::Sender<InvocationOutcome>, Refusal> {
     let Ok(mut slot) = shared.in_flight.lock() else {
-        return Err(error(
+        return Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",
             "state poisoned",
@@ -266,13 +258,13 @@ fn take_in_flight(
         Some((current, reply)) if current == id => Ok(reply),
         Some(other) => {
             *slot = Some(other);
-            Err(error(
+            Err((
                 StatusCode::BAD_REQUEST,
                 "InvalidRequestID",
                 "unknown request id",
             ))
         }
-        None => Err(error(
+        None => Err((
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
             "no invocation in flight with this id",
@@ -280,11 +272,14 @@ fn take_in_flight(
     }
 }
 
+/// Why the API refused a request: status, error type, message.
+type Refusal = (StatusCode, &'static str, &'static str);
+
 async fn respond(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // Check the id before reading a possibly large body.
     let reply = match take_in_flight(shared, id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err((status, kind, message)) => return error(status, kind, message),
     };
     match Limited::new(req.into_body(), MAX_RESPONSE_BYTES)
         .collect()
@@ -308,7 +303,7 @@ async fn respond(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<
 async fn report_error(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = match take_in_flight(shared, id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err((status, kind, message)) => return error(status, kind, message),
     };
     let error_type = error_type_header(&req);
     let body = Limited::new(req.into_body(), MAX_ERROR_BYTES)

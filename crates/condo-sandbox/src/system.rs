@@ -38,7 +38,7 @@ pub fn host_system_root() -> io::Result<(Vec<BindMount>, Vec<Symlink>)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::Path;
 
     use super::*;
 
@@ -47,7 +47,7 @@ mod tests {
         let (binds, links) = host_system_root().unwrap();
         assert!(binds
             .iter()
-            .any(|b| b.target == PathBuf::from("/usr") && !b.writable));
+            .any(|b| b.target == Path::new("/usr") && !b.writable));
         for l in links {
             assert!(l.link.is_absolute());
         }

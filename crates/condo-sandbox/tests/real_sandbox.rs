@@ -1,6 +1,7 @@
 //! Builds real sandboxes (needs root) and checks, from inside, what a program can see and do.
 //!
 //! The test binary doubles as the init step: `main` hands over to `init_main` when re-executed.
+#![allow(clippy::unwrap_used)] // a test that cannot read its own tree should fail loudly
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};

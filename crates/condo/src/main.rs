@@ -3,6 +3,8 @@
 //! When re-executed with the hidden sandbox-init argument it becomes a sandbox's init step,
 //! before any thread or async runtime exists.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod serve;
 
