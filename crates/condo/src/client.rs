@@ -12,12 +12,12 @@ use condo_api::sigv4;
 pub struct Connection {
     /// The server's URL.
     #[arg(long, env = "CONDO_ENDPOINT", default_value = "http://127.0.0.1:9700")]
-    endpoint: String,
+    pub endpoint: String,
     /// The server's data directory, where its generated credentials are kept.
     #[arg(long, env = "CONDO_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[arg(long, env = "CONDO_REGION", default_value = "us-east-1")]
-    region: String,
+    pub region: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,7 +101,7 @@ impl Answer {
     }
 }
 
-fn credentials(conn: &Connection) -> anyhow::Result<sigv4::Credentials> {
+pub fn credentials(conn: &Connection) -> anyhow::Result<sigv4::Credentials> {
     for (id, secret) in [
         ("CONDO_ACCESS_KEY_ID", "CONDO_SECRET_ACCESS_KEY"),
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod load;
 mod serve;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Functions(client::Connection),
     /// Zip a directory and create (or update) a function from it.
     Deploy(client::DeployArgs),
+    /// Invoke a function under load and print latency percentiles and throughput.
+    Load(load::LoadArgs),
 }
 
 /// Default data directory: `$XDG_DATA_HOME/condo`, else `~/.local/share/condo`.
@@ -60,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Command::Invoke(args) => client::invoke(args),
         Command::Functions(conn) => client::functions(conn),
         Command::Deploy(args) => client::deploy(args),
+        Command::Load(args) => load::run(args),
     }
 }
