@@ -20,11 +20,21 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::validation(strip_position(&e.to_string())),
-        _ => ApiError::invalid_content(
+    // Syntax first, then shape: going through a Value keeps the two kinds of error apart even
+    // where serde buffers content (flattened members).
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_content(
             "Could not parse request body into json: ".to_owned() + &strip_position(&e.to_string()),
-        ),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = strip_position(&e.into_inner().to_string());
+        if path.is_empty() || path == "." {
+            ApiError::validation(inner)
+        } else {
+            ApiError::validation(format!("1 validation error detected: Value at '{path}' failed to satisfy constraint: {inner}"))
+        }
     })
 }
 
