@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use condo_runtime_api::{Invocation, InvocationOutcome, Phase, RuntimeApi};
-use condo_sandbox::{ExitStatus, ExitWatch, Sandbox, SandboxError};
+use condo_sandbox::{ExitStatus, ExitWatch, Sandbox};
 use condo_types::{FunctionConfig, Limits, LogFormat};
 
 use crate::logs::{finish_tail, Capture};
@@ -125,28 +125,18 @@ impl Environment {
             ))
         })?;
 
-        let init_program = shared.init_program.clone();
-        let spawned = tokio::task::spawn_blocking(move || {
-            Sandbox::spawn(
-                &spec,
-                &init_program,
-                Duration::from_secs(Limits::INIT_TIMEOUT_SECS),
-            )
-        })
-        .await
-        .map_err(|e| StartError::Platform(e.to_string()))?;
-        let mut sandbox = match spawned {
+        let mut sandbox = match shared.spawner.spawn(spec).await {
             Ok(s) => s,
-            Err(SandboxError::Setup(msg)) if msg.starts_with("exec ") => {
+            Err(msg) if msg.starts_with("setup:exec ") => {
                 return Err(StartError::Function(FunctionError::new(
                     "Runtime.InvalidEntrypoint",
                     &format!(
                         "RequestId: - Error: Couldn't find valid bootstrap(s): {}",
-                        msg.trim_start_matches("exec ")
+                        msg.trim_start_matches("setup:exec ")
                     ),
                 )))
             }
-            Err(e) => return Err(StartError::Platform(e.to_string())),
+            Err(msg) => return Err(StartError::Platform(msg)),
         };
 
         let platform = |e: std::io::Error| StartError::Platform(e.to_string());

@@ -12,6 +12,7 @@ mod logs;
 mod pool;
 mod queue;
 mod runtimes;
+mod spawner;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,7 +93,7 @@ pub(crate) struct EngineShared {
     pub(crate) code: CodeStore,
     pub(crate) runtimes: HostRuntimes,
     pub(crate) sandbox_base: SandboxBase,
-    pub(crate) init_program: PathBuf,
+    pub(crate) spawner: spawner::Spawner,
     pub(crate) logs: logs::LogSink,
     pub(crate) pool: Mutex<Pool<Environment>>,
     /// Resolved configurations, so invocations do not hit the database.
@@ -181,7 +182,11 @@ impl Engine {
             }
         }
         let shared = Arc::new(EngineShared {
-            init_program: config.init_program.clone(),
+            spawner: spawner::Spawner::start(
+                config.init_program.clone(),
+                Duration::from_secs(condo_types::Limits::INIT_TIMEOUT_SECS),
+            )
+            .map_err(|e| internal("start sandbox spawner", e))?,
             logs: logs::LogSink::spawn(store.clone()),
             config,
             store,
