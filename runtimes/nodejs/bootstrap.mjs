@@ -32,12 +32,21 @@ const EXIT_UNHANDLED_REJECTION = 128;
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/** An error whose `name` is one of the Runtime.* types that AWS reports. */
-class RuntimeError extends Error {
-  constructor(type, message) {
-    super(message);
-    Object.defineProperty(this, 'name', { value: type, configurable: true, writable: true });
+/**
+ * An error whose `name` is one of the Runtime.* types that AWS reports. As with AWS's classes, the
+ * constructor is named after the short form (ImportModuleError), which JSON log records use as
+ * errorType, while `name` (used in posted bodies and the stack header) is the Runtime.* form.
+ */
+const runtimeErrorClasses = new Map();
+function runtimeError(type, message) {
+  let ErrorClass = runtimeErrorClasses.get(type);
+  if (!ErrorClass) {
+    const shortName = type.replace(/^Runtime\./, '');
+    ErrorClass = { [shortName]: class extends Error {} }[shortName];
+    ErrorClass.prototype.name = type;
+    runtimeErrorClasses.set(type, ErrorClass);
   }
+  return new ErrorClass(message);
 }
 
 /**
@@ -46,7 +55,7 @@ class RuntimeError extends Error {
  * CommonJS syntax error, its file:line excerpt) rather than the runtime's own frames.
  */
 function wrapError(type, cause) {
-  const err = new RuntimeError(type, safeString(cause));
+  const err = runtimeError(type, safeString(cause));
   const stack = cause && typeof cause.stack === 'string' ? cause.stack : '';
   const lines = [`${type}: ${err.message}`];
   const blank = stack.indexOf('\n\n');
@@ -349,7 +358,7 @@ async function loadHandler() {
   const taskRoot = env.LAMBDA_TASK_ROOT || '/var/task';
   const handlerString = env._HANDLER || '';
   if (handlerString.includes('..')) {
-    throw new RuntimeError(
+    throw runtimeError(
       'Runtime.MalformedHandlerName',
       `'${handlerString}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`,
     );
@@ -359,7 +368,7 @@ async function loadHandler() {
   const moduleRoot = handlerString.slice(0, slash + 1);
   const moduleAndExport = handlerString.slice(slash + 1);
   const dot = moduleAndExport.indexOf('.');
-  if (dot < 0) throw new RuntimeError('Runtime.MalformedHandlerName', 'Bad handler');
+  if (dot < 0) throw runtimeError('Runtime.MalformedHandlerName', 'Bad handler');
   const moduleName = moduleAndExport.slice(0, dot);
   const exportPath = moduleAndExport.slice(dot + 1);
 
@@ -379,10 +388,10 @@ async function loadHandler() {
   // A CommonJS module imported as ESM exposes module.exports as `default`.
   if (!handler && mod && mod.default != null) handler = findExport(mod.default, exportPath);
   if (!handler) {
-    throw new RuntimeError('Runtime.HandlerNotFound', `${handlerString} is undefined or not exported`);
+    throw runtimeError('Runtime.HandlerNotFound', `${handlerString} is undefined or not exported`);
   }
   if (typeof handler !== 'function') {
-    throw new RuntimeError('Runtime.HandlerNotFound', `${handlerString} is not a function`);
+    throw runtimeError('Runtime.HandlerNotFound', `${handlerString} is not a function`);
   }
   return handler;
 }
@@ -395,6 +404,7 @@ let phase = 'init'; // 'init' until the handler is loaded, then 'invoke'
 let handlerFn;
 let current; // the invocation being served: {id, invocationId, finished}
 let crashing = false;
+let inflightPost = Promise.resolve(); // the last response/error POST
 
 // What to do when the event loop runs empty (Node's 'beforeExit'): complete a callback-style
 // invoke that waits for an empty loop, or report a handler that never finished.
@@ -410,7 +420,7 @@ function onBeforeExit() {
   if (crashing) return;
   if (phase === 'init') {
     // The module's top-level await never settled and nothing else is pending.
-    const err = new RuntimeError(
+    const err = runtimeError(
       'Runtime.NodeJsExit',
       'The function module did not finish loading: a top-level promise never settled and the Node.js event loop is empty.',
     );
@@ -423,7 +433,7 @@ function onBeforeExit() {
 }
 
 function nodeJsExitError() {
-  return new RuntimeError(
+  return runtimeError(
     'Runtime.NodeJsExit',
     'The Node.js event loop became empty before the handler finished. This is most commonly caused by a Promise that was never settled.',
   );
@@ -469,7 +479,7 @@ function invoke(headers, body) {
   try {
     event = JSON.parse(body.toString('utf8'));
   } catch (err) {
-    fail(inv, new RuntimeError('Runtime.UnmarshalError', `Unable to parse the event as JSON: ${err.message}`));
+    fail(inv, runtimeError('Runtime.UnmarshalError', `Unable to parse the event as JSON: ${err.message}`));
     return;
   }
 
@@ -569,16 +579,19 @@ function complete(inv, result) {
   try {
     payload = JSON.stringify(result === undefined ? null : result);
   } catch (err) {
-    const serr = new RuntimeError('Runtime.SerializationError', `Unable to stringify response body: ${err.message}`);
+    const serr = runtimeError('Runtime.SerializationError', `Unable to stringify response body: ${err.message}`);
     fail(inv, serr);
     return;
   }
   inv.finished = true;
   onEmptyLoop = null;
   if (payload === undefined) payload = 'null'; // a function or a symbol
-  apiPost(`${RUNTIME_PATH}/invocation/${encodeURIComponent(inv.id)}/response`, payload, invocationHeaders(inv, {})).then(
-    nextInvocation,
+  inflightPost = apiPost(
+    `${RUNTIME_PATH}/invocation/${encodeURIComponent(inv.id)}/response`,
+    payload,
+    invocationHeaders(inv, {}),
   );
+  inflightPost.then(nextInvocation);
 }
 
 function fail(inv, error) {
@@ -591,11 +604,12 @@ function fail(inv, error) {
     // a console replaced by user code must not stop the error from being reported
   }
   const responseBody = errorBody(error);
-  apiPost(
+  inflightPost = apiPost(
     `${RUNTIME_PATH}/invocation/${encodeURIComponent(inv.id)}/error`,
     JSON.stringify(responseBody),
     invocationHeaders(inv, { [ERROR_TYPE_HEADER]: headerValue(responseBody.errorType) }),
-  ).then(nextInvocation);
+  );
+  inflightPost.then(nextInvocation);
 }
 
 /**
@@ -624,7 +638,8 @@ function crash(error, label, exitCode) {
       invocationHeaders(current, { [ERROR_TYPE_HEADER]: headerValue(responseBody.errorType) }),
     );
   } else {
-    posted = Promise.resolve();
+    // Let a response or error that is still being posted arrive before exiting.
+    posted = inflightPost;
   }
   setTimeout(() => process.exit(exitCode), 2000).unref();
   posted.then(
@@ -638,7 +653,7 @@ function onUncaughtException(error) {
 }
 
 function onUnhandledRejection(reason, promise) {
-  const error = new RuntimeError('Runtime.UnhandledPromiseRejection', safeString(reason));
+  const error = runtimeError('Runtime.UnhandledPromiseRejection', safeString(reason));
   error.reason = reason;
   error.promise = promise;
   crash(error, 'Unhandled Promise Rejection', EXIT_UNHANDLED_REJECTION);
