@@ -179,19 +179,51 @@ def condo() -> CondoServer:
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def condo_env(condo: CondoServer) -> dict[str, str]:
-    """What `condo env` tells a user to export (endpoint, access key pair, region)."""
+@pytest.fixture
+def start_server(tmp_path):
+    """`start_server(*flags)`: a second, private server with its own flags and data directory,
+    for tests that need a configuration the shared one does not have. Stopped after the test."""
+    servers: list[CondoServer] = []
+
+    def start(*flags: str) -> CondoServer:
+        root = tmp_path / f"condo-{len(servers)}"
+        root.mkdir()
+        server = CondoServer(CONDO_BIN, root / "data", root / "condo.log", flags)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc is not None:
+            rc = server.stop()
+            assert rc == 0, f"condo exited with status {rc} after SIGTERM\n{server.log_tail()}"
+
+
+def env_of(server: CondoServer) -> dict[str, str]:
+    """What `condo env` tells a user to export for `server` (endpoint, access key pair, region)."""
     out = subprocess.run(
-        [CONDO_BIN, "env", "--data-dir", str(condo.data_dir), "--endpoint", condo.endpoint],
+        [CONDO_BIN, "env", "--data-dir", str(server.data_dir), "--endpoint", server.endpoint],
         capture_output=True, text=True, timeout=30, env=clean_environ(),
     )
     assert out.returncode == 0, out.stderr
     exports = dict(re.findall(r"^export ([A-Z_]+)=(.*)$", out.stdout, re.M))
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         assert exports.get(key), f"`condo env` printed no {key}:\n{out.stdout}"
-    assert exports["AWS_ENDPOINT_URL"] == condo.endpoint
+    assert exports["AWS_ENDPOINT_URL"] == server.endpoint
     return exports
+
+
+def client_for(server: CondoServer):
+    """A boto3 Lambda client for `server`, configured from `condo env`."""
+    env = env_of(server)
+    return make_lambda_client(server.endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def condo_env(condo: CondoServer) -> dict[str, str]:
+    """What `condo env` tells a user to export (endpoint, access key pair, region)."""
+    return env_of(condo)
 
 
 @pytest.fixture(scope="session")
@@ -391,6 +423,7 @@ def handler(event, context):
             invoked_function_arn=context.invoked_function_arn,
             remaining_ms=context.get_remaining_time_in_millis(),
             env_memory=os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            client_context=context.client_context.custom if context.client_context else None,
         )
     elif op == "print":
         print(event["text"])
@@ -400,6 +433,10 @@ def handler(event, context):
         time.sleep(event["seconds"])
     elif op == "exit":
         os._exit(1)
+    elif op == "py":  # run a snippet; it leaves its answer in `result`
+        scope = {"event": event, "context": context}
+        exec(event["code"], scope)
+        out["result"] = scope.get("result")
     return out
 '''
 

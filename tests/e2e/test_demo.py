@@ -70,3 +70,14 @@ def test_demo_with_boto3(kind, lambda_client, make_function):
         assert "FunctionError" not in resp, result
         assert resp["ExecutedVersion"] == "$LATEST"
         assert result == {"tenant": tenant, "memory": count, "disk": count}, (i, tenant)
+
+
+@pytest.mark.parametrize("kind", list(RUNTIMES))
+def test_examples_without_tenancy_share_one_environment(kind, lambda_client, make_function):
+    runtime, handler, example = RUNTIMES[kind]
+    name = make_function(example_zip(example), runtime=runtime, handler=handler)["FunctionName"]
+    for count in (1, 2, 3):
+        result, resp = invoke_json(lambda_client, name, {})
+        assert "FunctionError" not in resp, result
+        assert result.get("tenant") is None
+        assert (result["memory"], result["disk"]) == (count, count)

@@ -72,7 +72,9 @@ pub(crate) async fn create(
     let wire: CreateFunctionWire = parse_body(&body)?;
     let name = FunctionName::parse(&wire.function_name)?;
     let zip = decode_zip(wire.code)?;
-    let settings = wire.settings.into_settings(None, name.as_str())?;
+    let settings =
+        wire.settings
+            .into_settings(None, name.as_str(), &state.engine.runtimes().supported())?;
     let config = state
         .engine
         .create_function(CreateFunction {
@@ -308,9 +310,11 @@ pub(crate) async fn update_configuration(
     }
     let wire: UpdateConfigurationWire = parse_body(&body)?;
     let current = state.engine.function(&name, None)?;
-    let settings = wire
-        .settings
-        .into_settings(Some(&current.logging), name.as_str())?;
+    let settings = wire.settings.into_settings(
+        Some(&current.logging),
+        name.as_str(),
+        &state.engine.runtimes().supported(),
+    )?;
     let config = state
         .engine
         .update_configuration(

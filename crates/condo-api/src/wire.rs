@@ -81,7 +81,8 @@ pub struct CodeWire {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct SettingsWire {
-    pub runtime: Option<Runtime>,
+    /// Kept as text so an unknown runtime is answered with the list this host serves.
+    pub runtime: Option<String>,
     pub handler: Option<String>,
     pub role: Option<String>,
     pub description: Option<String>,
@@ -113,7 +114,20 @@ impl SettingsWire {
         self,
         current_logging: Option<&LoggingConfig>,
         function: &str,
+        supported_runtimes: &[String],
     ) -> Result<FunctionSettings, ApiError> {
+        let runtime = self
+            .runtime
+            .as_deref()
+            .map(|r| {
+                Runtime::parse(r).map_err(|_| {
+                    ApiError::invalid_parameter(format!(
+                        "The runtime parameter of {r} is not supported on this host. Supported runtimes: {}",
+                        supported_runtimes.join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
         if let Some(h) = &self.handler {
             if h.len() > 128 || h.chars().any(char::is_whitespace) {
                 return Err(ApiError::validation(format!(
@@ -204,7 +218,7 @@ impl SettingsWire {
             }
         };
         Ok(FunctionSettings {
-            runtime: self.runtime,
+            runtime,
             handler: self.handler,
             role: self.role,
             description: self.description,

@@ -101,35 +101,41 @@ impl Answer {
     }
 }
 
+/// Keys to sign with: `CONDO_*` variables, else the pair kept in the server's data directory,
+/// else the shell's `AWS_*` variables. The data directory comes before `AWS_*` so that `condo env`
+/// never hands out some other account's keys for this server.
 pub fn credentials(conn: &Connection) -> anyhow::Result<sigv4::Credentials> {
-    for (id, secret) in [
-        ("CONDO_ACCESS_KEY_ID", "CONDO_SECRET_ACCESS_KEY"),
-        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    ] {
-        if let (Ok(id), Ok(secret)) = (std::env::var(id), std::env::var(secret)) {
-            if !id.is_empty() && !secret.is_empty() {
-                return Ok(sigv4::Credentials {
-                    access_key_id: id,
-                    secret_access_key: secret,
-                });
-            }
-        }
+    let from_env = |id: &str, secret: &str| match (std::env::var(id), std::env::var(secret)) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some(sigv4::Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+        }),
+        _ => None,
+    };
+    if let Some(c) = from_env("CONDO_ACCESS_KEY_ID", "CONDO_SECRET_ACCESS_KEY") {
+        return Ok(c);
     }
     let dir = conn
         .data_dir
         .clone()
         .unwrap_or_else(crate::default_data_dir);
     let path = dir.join("credentials.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("no credentials: set CONDO_ACCESS_KEY_ID/CONDO_SECRET_ACCESS_KEY, or point --data-dir at the server's data directory ({} not readable)", path.display())
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    match (v["AccessKeyId"].as_str(), v["SecretAccessKey"].as_str()) {
-        (Some(id), Some(secret)) => Ok(sigv4::Credentials {
-            access_key_id: id.into(),
-            secret_access_key: secret.into(),
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            match (v["AccessKeyId"].as_str(), v["SecretAccessKey"].as_str()) {
+                (Some(id), Some(secret)) => {
+                    Ok(sigv4::Credentials { access_key_id: id.into(), secret_access_key: secret.into() })
+                }
+                _ => bail!("{} is malformed", path.display()),
+            }
+        }
+        Err(e) => from_env("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+            anyhow::anyhow!(
+                "no credentials: set CONDO_ACCESS_KEY_ID/CONDO_SECRET_ACCESS_KEY, or point --data-dir at the server's data directory ({}: {e})",
+                path.display()
+            )
         }),
-        _ => bail!("{} is malformed", path.display()),
     }
 }
 

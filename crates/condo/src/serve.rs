@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Seconds before the first and the second retry of a failed asynchronous invocation.
     #[arg(long, num_args = 2, default_values_t = [60, 120])]
     async_retry_delays: Vec<u64>,
-    /// Region reported in ARNs and expected in signatures' scope.
+    /// Region reported in ARNs and printed by `condo env` (signatures from any region are accepted, as a local endpoint should).
     #[arg(long, default_value = "us-east-1", env = "CONDO_REGION")]
     region: String,
     /// The unprivileged uid and gid functions run as.
