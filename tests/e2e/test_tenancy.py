@@ -291,13 +291,11 @@ def test_code_runs_unprivileged_on_a_read_only_root(lambda_client, make_function
                        "/tmp/x": "written"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server gap: environments have no memory limit yet (no memory cgroup; BRIEF.md requires "
-    "memory = MemorySize): a 128 MB function allocates 400 MB and answers normally"))
 def test_memory_size_is_enforced(lambda_client, make_function):
     name = make_function(probe_zip(), tenancy=True, MemorySize=128, Timeout=10)["FunctionName"]
     result, resp = invoke_json(lambda_client, name, {"op": "py", "code": "big = b'x' * (400 * 1024 * 1024); result = len(big)"},
                                TenantId="Greedy")
     assert resp.get("FunctionError") == "Unhandled", result
+    assert result["errorType"] == "Runtime.OutOfMemory", result
     after, resp = invoke_json(lambda_client, name, {"op": "count"}, TenantId="Greedy")
     assert "FunctionError" not in resp

@@ -161,10 +161,25 @@ pub(crate) async fn invoke(
                     &base64::engine::general_purpose::STANDARD.encode(tail),
                 );
             }
+            if let Some(cold) = out.cold_start {
+                // condo's own header: where a cold start's time went, for benchmarks.
+                set(
+                    &mut resp,
+                    COLD_START_HEADER,
+                    &format!(
+                        "sandbox={:.3}ms; init={:.3}ms",
+                        cold.sandbox.as_secs_f64() * 1000.0,
+                        cold.init.as_secs_f64() * 1000.0
+                    ),
+                );
+            }
             Ok(resp)
         }
     }
 }
+
+/// Set on an invoke that started a new environment: `sandbox=<ms>ms; init=<ms>ms`.
+pub const COLD_START_HEADER: &str = "x-condo-cold-start";
 
 fn set(resp: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {

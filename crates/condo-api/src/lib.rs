@@ -20,6 +20,7 @@ use condo_engine::Engine;
 
 pub use auth::ApiCredentials;
 pub use error::ApiError;
+pub use invoke::COLD_START_HEADER;
 
 /// Largest request body: a 50 MB ZIP, base64-encoded inside JSON.
 pub const MAX_REQUEST_BYTES: usize = 70 * 1024 * 1024;

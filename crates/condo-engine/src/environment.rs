@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use condo_runtime_api::{Invocation, InvocationOutcome, Phase, RuntimeApi};
-use condo_sandbox::{ExitStatus, ExitWatch, Sandbox};
+use condo_sandbox::{ExitStatus, ExitWatch, Sandbox, SandboxError};
 use condo_types::{FunctionConfig, Limits, LogFormat};
 
 use crate::logs::{finish_tail, Capture};
@@ -52,7 +52,17 @@ pub struct Environment {
     exit: ExitWatch,
     sandbox: Sandbox,
     init_duration: Option<Duration>,
+    cold_start: Option<ColdStart>,
     invocations: u64,
+}
+
+/// Where the time of a cold start went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart {
+    /// From asking for an environment to its program running in a ready sandbox.
+    pub sandbox: Duration,
+    /// From the program's start to its first request for work: runtime start and init code.
+    pub init: Duration,
 }
 
 impl std::fmt::Debug for Environment {
@@ -85,6 +95,20 @@ impl Environment {
 
     pub fn log_stream(&self) -> &str {
         &self.log_stream
+    }
+
+    /// The cold start's breakdown, until the first invocation has been served.
+    pub fn take_cold_start(&mut self) -> Option<ColdStart> {
+        self.cold_start.take()
+    }
+
+    /// Why the runtime's processes died: the memory limit, or something else.
+    fn exit_error_type(&self) -> &'static str {
+        if self.sandbox.oom_killed() {
+            "Runtime.OutOfMemory"
+        } else {
+            "Runtime.ExitError"
+        }
     }
 
     /// Starts a new environment for `key` and waits until its runtime is initialised.
@@ -127,17 +151,18 @@ impl Environment {
 
         let mut sandbox = match shared.spawner.spawn(spec).await {
             Ok(s) => s,
-            Err(msg) if msg.starts_with("setup:exec ") => {
+            Err(SandboxError::Setup(msg)) if msg.starts_with("exec ") => {
                 return Err(StartError::Function(FunctionError::new(
                     "Runtime.InvalidEntrypoint",
                     &format!(
                         "RequestId: - Error: Couldn't find valid bootstrap(s): {}",
-                        msg.trim_start_matches("setup:exec ")
+                        msg.trim_start_matches("exec ")
                     ),
                 )))
             }
-            Err(msg) => return Err(StartError::Platform(msg)),
+            Err(e) => return Err(StartError::Platform(e.to_string())),
         };
+        let sandbox_ready = started.elapsed();
 
         let platform = |e: std::io::Error| StartError::Platform(e.to_string());
         let listener = sandbox
@@ -182,11 +207,17 @@ impl Environment {
             exit,
             sandbox,
             init_duration: None,
+            cold_start: None,
             invocations: 0,
         };
         match phase {
             Phase::Ready => {
-                env.init_duration = Some(started.elapsed());
+                let total = started.elapsed();
+                env.init_duration = Some(total);
+                env.cold_start = Some(ColdStart {
+                    sandbox: sandbox_ready,
+                    init: total.saturating_sub(sandbox_ready),
+                });
                 Ok(env)
             }
             Phase::InitError { body, error_type } => {
@@ -200,7 +231,7 @@ impl Environment {
                 env.capture.sync().await;
                 let status = env.sandbox.try_wait().ok().flatten();
                 Err(StartError::Function(FunctionError::new(
-                    "Runtime.ExitError",
+                    env.exit_error_type(),
                     &format!(
                         "RequestId: - Error: Runtime exited {}",
                         describe_exit(status)
@@ -239,12 +270,12 @@ impl Environment {
                         "Function.ResponseSizeTooLarge",
                         &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", Limits::SYNC_PAYLOAD_BYTES),
                     )), true),
-                    Err(_) => (Err(FunctionError::new("Runtime.ExitError", "the runtime went away")), false),
+                    Err(_) => (Err(FunctionError::new(self.exit_error_type(), "the runtime went away")), false),
                 },
                 _ = self.exit.exited() => {
                     let status = self.sandbox.try_wait().ok().flatten();
                     (Err(FunctionError::new(
-                        "Runtime.ExitError",
+                        self.exit_error_type(),
                         &format!("RequestId: {request_id} Error: Runtime exited {}", describe_exit(status)),
                     )), false)
                 }
@@ -341,6 +372,13 @@ impl Environment {
                     init.as_secs_f64() * 1000.0
                 ));
             }
+            match result {
+                Err(e) if e.error_type == "Sandbox.Timedout" => line.push_str("Status: timeout\t"),
+                Err(e) if e.error_type.starts_with("Runtime.") => {
+                    line.push_str(&format!("Status: error\tError Type: {}\t", e.error_type))
+                }
+                _ => {}
+            }
             self.capture.platform_line(&line);
         }
     }
@@ -354,9 +392,12 @@ impl Environment {
         self.capture.platform_line(&event.to_string());
     }
 
-    /// Peak resident memory of the runtime process, in MB (the cgroup's figure replaces this
-    /// once environments have memory cgroups).
+    /// Peak memory of the environment in MB: its cgroup's figure (processes, page cache and
+    /// `/tmp`), or the runtime process's peak where the cgroup cannot tell.
     fn max_memory_used_mb(&self) -> u64 {
+        if let Some(bytes) = self.sandbox.memory_peak_bytes() {
+            return bytes.div_ceil(1 << 20);
+        }
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.sandbox.program_pid()))
                 .unwrap_or_default();

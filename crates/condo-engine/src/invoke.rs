@@ -8,7 +8,7 @@ use condo_runtime_api::Invocation;
 use condo_types::{Arn, FunctionConfig, FunctionName, Qualifier, TenantId, Version};
 use tracing::Instrument;
 
-use crate::environment::{Environment, FunctionError, StartError};
+use crate::environment::{ColdStart, Environment, FunctionError, StartError};
 use crate::pool::{Checkout, PoolKey};
 use crate::{Engine, EngineError, EngineShared};
 
@@ -31,6 +31,8 @@ pub struct InvokeResponse {
     /// The function's answer, or its error (`X-Amz-Function-Error: Unhandled`).
     pub result: Result<Bytes, FunctionError>,
     pub log_tail: Option<Vec<u8>>,
+    /// Set when this invocation started a new environment.
+    pub cold_start: Option<ColdStart>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ async fn run(
                             executed_version: config.version,
                             log_tail: req.log_tail.then(|| error.body.to_vec()),
                             result: Err(error),
+                            cold_start: None,
                         }),
                         StartError::Platform(msg) => Err(EngineError::Internal(msg)),
                     };
@@ -138,6 +141,7 @@ async fn run(
         client_context: req.client_context,
         trace_id: trace_id(),
     };
+    let cold_start = env.take_cold_start();
     let finished = env.invoke(invocation, req.log_tail).await;
     let healthy = finished.healthy
         && !shared
@@ -154,6 +158,7 @@ async fn run(
         executed_version: config.version,
         result: finished.result,
         log_tail: finished.tail,
+        cold_start,
     })
 }
 

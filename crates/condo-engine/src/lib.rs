@@ -23,7 +23,7 @@ use condo_store::{CodeError, CodeStore, LogStreamInfo, Store, StoreError};
 use condo_types::{FunctionConfig, FunctionName, Version};
 
 pub use control::{ConfigurationUpdate, CreateFunction, FunctionSettings};
-pub use environment::FunctionError;
+pub use environment::{ColdStart, FunctionError};
 pub use invoke::{InvokeRequest, InvokeResponse};
 pub use pool::{PoolLimits, Throttle};
 pub use runtimes::{HostRuntimes, RESERVED_VARIABLES};
@@ -43,9 +43,11 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// The binary to re-execute as the sandbox's init step (normally `/proc/self/exe`).
     pub init_program: PathBuf,
-    /// The unprivileged identity functions run as.
-    pub sandbox_uid: u32,
-    pub sandbox_gid: u32,
+    /// The first of the host uids (each also a gid) given to sandboxes, one per live sandbox.
+    /// The engine uses `max_environments + prepared_sandboxes + 16` of them from here.
+    pub sandbox_host_id_base: u32,
+    /// Empty sandboxes kept ready ahead of demand.
+    pub prepared_sandboxes: usize,
     /// Delays before the two retries of a failed asynchronous invocation (Lambda: 1 and 2 min).
     pub async_retry_delays: [Duration; 2],
 }
@@ -171,10 +173,23 @@ impl Engine {
             system_binds,
             system_links,
             runtimes_dir,
-            uid: config.sandbox_uid,
-            gid: config.sandbox_gid,
             region: config.region.clone(),
         };
+        let launcher = condo_sandbox::Launcher::new(condo_sandbox::LauncherConfig {
+            init_program: config.init_program.clone(),
+            cgroup_parent: cgroup_parent(&config.data_dir),
+            host_ids: host_id_range(&config),
+            listen: Some(runtimes::RUNTIME_API_ADDR),
+            setup_timeout: Duration::from_secs(condo_types::Limits::INIT_TIMEOUT_SECS),
+        })
+        .map_err(|e| EngineError::Internal(format!("sandbox launcher: {e}")))?;
+        if launcher.leftovers_removed > 0 {
+            tracing::info!(
+                "removed {} sandboxes left by an earlier run",
+                launcher.leftovers_removed
+            );
+        }
+        tracing::info!(cgroups = ?launcher.cgroup_layout(), "sandbox launcher ready");
         let mut pool = Pool::new(config.limits);
         for (name, n) in store.all_reserved_concurrency()? {
             if let Ok(name) = FunctionName::parse(&name) {
@@ -182,11 +197,8 @@ impl Engine {
             }
         }
         let shared = Arc::new(EngineShared {
-            spawner: spawner::Spawner::start(
-                config.init_program.clone(),
-                Duration::from_secs(condo_types::Limits::INIT_TIMEOUT_SECS),
-            )
-            .map_err(|e| internal("start sandbox spawner", e))?,
+            spawner: spawner::Spawner::start(launcher, config.prepared_sandboxes)
+                .map_err(|e| internal("start sandbox spawner", e))?,
             logs: logs::LogSink::spawn(store.clone()),
             config,
             store,
@@ -255,6 +267,7 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.shared.spawner.stop().await;
     }
 }
 
@@ -276,4 +289,21 @@ async fn reaper(shared: std::sync::Weak<EngineShared>) {
         }
         shared.stop_all(reaped);
     }
+}
+
+/// The cgroup under which this instance's sandboxes live: one per data directory, so a restart
+/// finds (and removes) what a crash of the same instance left, and never touches another's.
+fn cgroup_parent(data_dir: &std::path::Path) -> PathBuf {
+    use sha2::Digest;
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    PathBuf::from("condo").join(hex::encode(&digest[..6]))
+}
+
+fn host_id_range(config: &EngineConfig) -> std::ops::Range<u32> {
+    let count = (config.limits.max_environments as u64)
+        .saturating_add(config.prepared_sandboxes as u64)
+        .saturating_add(16)
+        .min(u64::from(u32::MAX - config.sandbox_host_id_base)) as u32;
+    config.sandbox_host_id_base..config.sandbox_host_id_base + count
 }

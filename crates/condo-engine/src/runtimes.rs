@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use condo_sandbox::{BindMount, FileSpec, SandboxSpec, Symlink};
+use condo_sandbox::{BindMount, FileSpec, ResourceLimits, SandboxSpec, Symlink};
 use condo_types::{FunctionConfig, LogFormat, Runtime, RuntimeFamily};
 
 /// The Runtime API address inside every environment's own network namespace.
@@ -110,8 +110,6 @@ pub struct SandboxBase {
     pub system_binds: Vec<BindMount>,
     pub system_links: Vec<Symlink>,
     pub runtimes_dir: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
     pub region: String,
 }
 
@@ -249,21 +247,42 @@ pub fn sandbox_spec(
             FileSpec {
                 path: "/etc/passwd".into(),
                 contents: format!(
-                    "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{}:{}::/tmp:/sbin/nologin\n",
-                    base.uid, base.gid
+                    "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{FUNCTION_UID}:{FUNCTION_GID}::/tmp:/sbin/nologin\n",
                 ),
             },
-            FileSpec { path: "/etc/group".into(), contents: format!("root:x:0:\nsbx_user1051:x:{}:\n", base.gid) },
+            FileSpec { path: "/etc/group".into(), contents: format!("root:x:0:\nsbx_user1051:x:{FUNCTION_GID}:\n") },
             FileSpec { path: "/etc/hosts".into(), contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into() },
             FileSpec { path: "/etc/resolv.conf".into(), contents: String::new() },
         ],
         tmp_size_bytes: u64::from(config.tmp_size.get()) * 1024 * 1024,
         hostname: format!("condo-{}", &identity.id[..identity.id.len().min(12)]),
-        uid: base.uid,
-        gid: base.gid,
+        uid: FUNCTION_UID,
+        gid: FUNCTION_GID,
         cwd: "/var/task".into(),
         argv,
         env,
-        listen: Some(RUNTIME_API_ADDR),
+        limits: resource_limits(config.memory.get()),
     })
+}
+
+/// The identity functions see inside their user namespace, as on Lambda (`sbx_user1051`).
+/// Outside, each environment runs as a host uid of its own.
+pub const FUNCTION_UID: u32 = 993;
+pub const FUNCTION_GID: u32 = 990;
+
+/// Memory at which Lambda gives a function one whole vCPU.
+const MB_PER_VCPU: u64 = 1769;
+
+/// An environment's limits: its memory, a CPU share proportional to it as on Lambda, but never
+/// capped below one CPU (so a small function is not starved on an idle host), and Lambda's
+/// process and file limits.
+pub fn resource_limits(memory_mb: u32) -> ResourceLimits {
+    let mb = u64::from(memory_mb);
+    ResourceLimits {
+        memory_bytes: mb << 20,
+        cpu_weight: (mb * 100 / MB_PER_VCPU).max(1) as u32,
+        cpu_max_millis: (mb * 1000 / MB_PER_VCPU).max(1000) as u32,
+        max_pids: 1024,
+        open_files: 1024,
+    }
 }

@@ -1,5 +1,5 @@
-//! The sandbox's init step: runs in a fresh, single-threaded copy of the binary, builds the
-//! sandbox described by the spec on its stdin, and execs the program.
+//! The sandbox's init step: runs in a fresh, single-threaded copy of the binary, makes the
+//! namespaces, then builds the sandbox described by the spec it receives and execs the program.
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
@@ -10,13 +10,15 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{send, sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Uid};
 
-use crate::parent::InitReport;
+use crate::parent::{FromInit, ToInit};
 use crate::plan::{mount_plan, MountStep};
+use crate::seccomp::Filters;
 use crate::{sys, SandboxSpec, SETUP_FAILED_EXIT};
 
 /// Largest spec the init step accepts.
@@ -37,7 +39,7 @@ pub fn init_main() -> ! {
         Err(message) => {
             report(
                 &control,
-                &InitReport::Failed {
+                &FromInit::Failed {
                     message: message.clone(),
                 },
                 None,
@@ -48,70 +50,129 @@ pub fn init_main() -> ! {
     }
 }
 
-/// Builds the sandbox, starts the program, and waits for it. Returns the exit code to mirror.
+/// Prepares the namespaces, waits for the spec, builds the sandbox, starts the program, and
+/// waits for it. Returns the exit code to mirror.
 fn run(control: &OwnedFd) -> Result<i32, String> {
     // If the platform dies, so does this step (and, through the same setting, the program).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
-    let spec = read_spec(control)?;
-    let plan = mount_plan(&spec).map_err(|e| e.to_string())?;
+    let ToInit::Prepare { listen } = receive(control)? else {
+        return Err("expected Prepare first".into());
+    };
+    let filters = Filters::compile().map_err(|e| e.to_string())?;
 
+    // The platform has already moved this process into the sandbox's cgroup, so the new cgroup
+    // namespace is rooted there.
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS,
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(|e| format!("unshare namespaces: {e}"))?;
 
-    let listener = match spec.listen {
+    let listener = match listen {
         Some(addr) => {
             sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
             Some(TcpListener::bind(addr).map_err(|e| format!("listen on {addr}: {e}"))?)
         }
         None => None,
     };
+    report(control, &FromInit::Prepared, listener.as_ref());
+    drop(listener); // the platform holds it now
 
-    let (status_r, status_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let ToInit::Start {
+        spec,
+        host_uid,
+        host_gid,
+    } = receive(control)?
+    else {
+        return Err("expected Start".into());
+    };
+    let plan = mount_plan(&spec).map_err(|e| e.to_string())?;
+    // The child's pivot_root also moves this process's root (they share the mount namespace),
+    // so the host's /proc, where the child's id maps are written, is held open from here.
+    let host_proc = std::fs::File::open("/proc").map_err(|e| format!("open /proc: {e}"))?;
+
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let pipe = || nix::unistd::pipe2(cloexec).map_err(|e| format!("pipe: {e}"));
+    let (status_r, status_w) = pipe()?;
+    let (unshared_r, unshared_w) = pipe()?;
+    let (mapped_r, mapped_w) = pipe()?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            drop(status_r);
-            drop(listener);
-            let err = build_and_exec(&spec, &plan);
+            drop((status_r, unshared_r, mapped_w, host_proc));
+            let handshake = Handshake {
+                unshared: unshared_w,
+                mapped: mapped_r,
+            };
+            let err = build_and_exec(&spec, &plan, &filters, handshake);
             // Only reached if something failed before or in exec.
             let mut w = std::fs::File::from(status_w);
             let _ = w.write_all(err.as_bytes());
             sys::exit_now(SETUP_FAILED_EXIT)
         }
         ForkResult::Parent { child } => {
-            drop(status_w);
+            drop((status_w, unshared_w, mapped_r));
+            let fail = |message: String| {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                Err(message)
+            };
+            // The child asks for its user namespace's id maps, which only a process outside
+            // that namespace with privilege over the host ids may write.
+            let mut byte = [0u8; 1];
+            if let Ok(1) = nix::unistd::read(unshared_r.as_raw_fd(), &mut byte) {
+                if let Err(e) = write_id_maps(&host_proc, child, &spec, host_uid, host_gid) {
+                    return fail(format!("user namespace id maps: {e}"));
+                }
+                if let Err(e) = nix::unistd::write(&mapped_w, b"m") {
+                    return fail(format!("handshake: {e}"));
+                }
+            }
+            drop((unshared_r, mapped_w));
             let mut failure = String::new();
             let _ = std::fs::File::from(status_r).read_to_string(&mut failure);
             if !failure.is_empty() {
-                let _ = waitpid(child, None);
-                return Err(failure);
+                return fail(failure);
             }
             let pid = u32::try_from(child.as_raw()).map_err(|e| e.to_string())?;
-            report(
-                control,
-                &InitReport::Ready { init_pid: pid },
-                listener.as_ref(),
-            );
-            drop(listener);
+            report(control, &FromInit::Ready { init_pid: pid }, None);
             Ok(wait_for(child))
         }
     }
 }
 
-fn read_spec(control: &OwnedFd) -> Result<SandboxSpec, String> {
-    let mut buf = vec![0u8; MAX_SPEC_BYTES];
-    let n = nix::sys::socket::recv(control.as_raw_fd(), &mut buf, MsgFlags::empty())
-        .map_err(|e| format!("read spec: {e}"))?;
-    serde_json::from_slice(&buf[..n]).map_err(|e| format!("decode spec: {e}"))
+/// Maps the program's uid and gid inside its user namespace to its own host ids, and nothing
+/// else: every other id (the host's root included) shows as the overflow id inside.
+fn write_id_maps(
+    host_proc: &std::fs::File,
+    child: nix::unistd::Pid,
+    spec: &SandboxSpec,
+    host_uid: u32,
+    host_gid: u32,
+) -> io::Result<()> {
+    let pid = child.as_raw();
+    let dir = host_proc.as_fd();
+    sys::write_at(dir, &format!("{pid}/setgroups"), b"deny")?;
+    let uid_map = format!("{} {host_uid} 1\n", spec.uid);
+    sys::write_at(dir, &format!("{pid}/uid_map"), uid_map.as_bytes())?;
+    let gid_map = format!("{} {host_gid} 1\n", spec.gid);
+    sys::write_at(dir, &format!("{pid}/gid_map"), gid_map.as_bytes())
 }
 
-fn report(control: &OwnedFd, report: &InitReport, fd: Option<&TcpListener>) {
+fn receive(control: &OwnedFd) -> Result<ToInit, String> {
+    let mut buf = vec![0u8; MAX_SPEC_BYTES];
+    let n = nix::sys::socket::recv(control.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(|e| format!("read from platform: {e}"))?;
+    if n == 0 {
+        return Err("the platform closed the control channel".into());
+    }
+    serde_json::from_slice(&buf[..n]).map_err(|e| format!("decode message: {e}"))
+}
+
+fn report(control: &OwnedFd, report: &FromInit, fd: Option<&TcpListener>) {
     let Ok(bytes) = serde_json::to_vec(report) else {
         return;
     };
@@ -147,13 +208,28 @@ fn wait_for(child: nix::unistd::Pid) -> i32 {
     }
 }
 
+/// The child's ends of the user-namespace handshake with the init step.
+struct Handshake {
+    unshared: OwnedFd,
+    mapped: OwnedFd,
+}
+
 /// Runs in the forked child, which is PID 1 of the new PID namespace. Returns only on failure.
-fn build_and_exec(spec: &SandboxSpec, plan: &[MountStep]) -> String {
-    match prepare(spec, plan) {
+fn build_and_exec(
+    spec: &SandboxSpec,
+    plan: &[MountStep],
+    filters: &Filters,
+    handshake: Handshake,
+) -> String {
+    match prepare(spec, plan, handshake) {
         Ok((argv, env)) => {
             let Some(program) = argv.first() else {
                 return "empty argv".into();
             };
+            // Last, so that nothing above runs under the filter; execve itself is allowed.
+            if let Err(e) = filters.install() {
+                return e.to_string();
+            }
             let err = nix::unistd::execve(program, &argv, &env).err();
             format!(
                 "exec {}: {}",
@@ -165,7 +241,13 @@ fn build_and_exec(spec: &SandboxSpec, plan: &[MountStep]) -> String {
     }
 }
 
-fn prepare(spec: &SandboxSpec, plan: &[MountStep]) -> Result<(Vec<CString>, Vec<CString>), String> {
+fn prepare(
+    spec: &SandboxSpec,
+    plan: &[MountStep],
+    handshake: Handshake,
+) -> Result<(Vec<CString>, Vec<CString>), String> {
+    // Everything that needs the host's privilege happens first, in namespaces the host's user
+    // namespace owns: the program can never change them, whatever it becomes inside its own.
     for step in plan {
         execute(step).map_err(|e| format!("{step:?}: {e}"))?;
     }
@@ -173,6 +255,9 @@ fn prepare(spec: &SandboxSpec, plan: &[MountStep]) -> Result<(Vec<CString>, Vec<
     nix::unistd::chdir(&spec.cwd).map_err(|e| format!("chdir {:?}: {e}", spec.cwd))?;
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| format!("stdin: {e}"))?;
+    let files = spec.limits.open_files;
+    setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(|e| format!("nofile: {e}"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("core: {e}"))?;
 
     let argv = to_cstrings(spec.argv.iter().map(String::as_str))?;
     let env = to_cstrings(
@@ -184,8 +269,19 @@ fn prepare(spec: &SandboxSpec, plan: &[MountStep]) -> Result<(Vec<CString>, Vec<
             .map(String::as_str),
     )?;
 
-    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+    // Host root's supplementary groups would survive into the user namespace: drop them here.
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare user namespace: {e}"))?;
+    nix::unistd::write(&handshake.unshared, b"u").map_err(|e| format!("handshake: {e}"))?;
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(handshake.mapped.as_raw_fd(), &mut byte) {
+        Ok(1) => {}
+        other => return Err(format!("user namespace was not mapped: {other:?}")),
+    }
+    drop(handshake);
+
+    sys::drop_all_capabilities().map_err(|e| format!("capabilities: {e}"))?;
+    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;

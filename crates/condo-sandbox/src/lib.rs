@@ -1,22 +1,31 @@
-//! Linux isolation for one process tree: namespaces, a minimal read-only root, a private `/tmp`.
+//! Linux isolation for one process tree: user, mount, PID, network, IPC, UTS and cgroup
+//! namespaces; a minimal read-only root and a private `/tmp`; a cgroup with memory, CPU and
+//! process limits; a seccomp filter; a host uid of its own.
 //!
-//! The parent (a multi-threaded async server) never forks and runs Rust in the child. It starts
-//! a fresh copy of its own binary with the hidden [`INIT_ARG`] argument; that process calls
-//! [`init_main`] before anything else, reads a [`SandboxSpec`] from its standard input (a
-//! `SOCK_SEQPACKET` socket), builds the sandbox and execs the program. This crate knows nothing
+//! The parent (a multi-threaded async server) never forks and runs Rust in the child. A
+//! [`Launcher`] starts a fresh copy of its own binary with the hidden [`INIT_ARG`] argument; that
+//! process calls [`init_main`] before anything else and talks with the parent over its standard
+//! input (a `SOCK_SEQPACKET` socket): it makes the namespaces ([`Prepared`], ahead of demand),
+//! then receives a [`SandboxSpec`], builds the root, and execs the program ([`Sandbox`]). This crate knows nothing
 //! about Lambda, tenants or HTTP, and it is the only crate of condo with `unsafe` code, all of it
 //! under `sys/`.
 
+mod cgroup;
 mod init;
 mod parent;
 mod plan;
+mod seccomp;
 mod spec;
 mod sys;
 mod system;
 
+pub use cgroup::{CgroupLayout, ResourceLimits};
 pub use init::init_main;
-pub use parent::{ExitStatus, ExitWatch, Sandbox, SandboxError};
+pub use parent::{
+    ExitStatus, ExitWatch, Launcher, LauncherConfig, Prepared, Sandbox, SandboxError,
+};
 pub use plan::{mount_plan, MountStep};
+pub use seccomp::refused_calls;
 pub use spec::{BindMount, FileSpec, SandboxSpec, Symlink};
 pub use system::host_system_root;
 

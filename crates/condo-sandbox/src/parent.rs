@@ -1,11 +1,15 @@
-//! The platform's side: start the init step, hand it the spec, and keep a handle on the result.
+//! The platform's side: prepare empty sandboxes ahead of demand, start a program in one, and keep
+//! a handle on it until every process of it is gone.
 
+use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::net::{SocketAddrV4, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
@@ -13,12 +17,28 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::{Cgroup, CgroupLayout, CgroupTree};
 use crate::{sys, SandboxSpec, INIT_ARG};
 
-/// What the init step tells the platform once the sandbox is built (or could not be).
+/// What the platform tells the init step, in order: first `Prepare`, later `Start`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum InitReport {
-    /// The program was exec'd as `init_pid` (a host pid); the listener, if any, travels with it.
+pub(crate) enum ToInit {
+    /// Make the namespaces (the process is already in its cgroup) and open the listener.
+    Prepare { listen: Option<SocketAddrV4> },
+    /// Build the root and run the program as `host_uid`/`host_gid` seen from outside.
+    Start {
+        spec: Box<SandboxSpec>,
+        host_uid: u32,
+        host_gid: u32,
+    },
+}
+
+/// What the init step answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromInit {
+    /// Namespaces made; the listener, if any, travels with this message.
+    Prepared,
+    /// The program was exec'd as `init_pid` (a host pid).
     Ready {
         init_pid: u32,
     },
@@ -37,6 +57,10 @@ pub enum SandboxError {
     Timeout(Duration),
     #[error("sandbox control channel: {0}")]
     Channel(String),
+    #[error("sandbox cgroup: {0}")]
+    Cgroup(#[source] io::Error),
+    #[error("every sandbox user id is in use ({0} of them)")]
+    NoFreeIds(usize),
 }
 
 /// How the sandboxed program ended.
@@ -46,25 +70,95 @@ pub enum ExitStatus {
     Signaled(i32),
 }
 
-/// One running sandbox. Dropping it kills every process inside.
-#[derive(Debug)]
-pub struct Sandbox {
-    init: Child,
-    exit_fd: OwnedFd,
-    program_pid: u32,
-    listener: Option<TcpListener>,
-    output: Option<OwnedFd>,
-    exited: Option<ExitStatus>,
+/// How sandboxes are made on this host.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    /// The binary to start as the init step: normally `/proc/self/exe`, whose `main` calls
+    /// [`crate::init_main`] when its first argument is [`INIT_ARG`].
+    pub init_program: PathBuf,
+    /// The cgroup (relative to each hierarchy's root) under which every sandbox's group is made.
+    /// One platform instance owns it alone: leftovers in it are removed at start.
+    pub cgroup_parent: PathBuf,
+    /// Host uids, each also used as a gid, handed out one per live sandbox.
+    pub host_ids: std::ops::Range<u32>,
+    /// A TCP address every sandbox listens on inside its own network namespace.
+    pub listen: Option<SocketAddrV4>,
+    pub setup_timeout: Duration,
 }
 
-impl Sandbox {
-    /// Starts `init_program` (normally `/proc/self/exe`) as the init step and waits until the
-    /// program inside has been exec'd or set-up failed. Blocking: call it off the async runtime.
-    pub fn spawn(
-        spec: &SandboxSpec,
-        init_program: &Path,
-        setup_timeout: Duration,
-    ) -> Result<Self, SandboxError> {
+/// Makes sandboxes. Cheap to share; every method blocks, so call them off the async runtime,
+/// from a thread that lives as long as the sandboxes (see [`Launcher::prepare`]).
+#[derive(Debug)]
+pub struct Launcher {
+    config: LauncherConfig,
+    cgroups: CgroupTree,
+    ids: Arc<Mutex<VecDeque<u32>>>,
+    id_count: usize,
+    sequence: AtomicU64,
+    /// Leftover groups of an earlier run that `new` removed.
+    pub leftovers_removed: usize,
+}
+
+impl Launcher {
+    /// Detects the cgroup layout, creates the parent group, and removes what a crashed
+    /// earlier run of the same instance left in it.
+    pub fn new(config: LauncherConfig) -> Result<Self, SandboxError> {
+        let layout = CgroupLayout::detect().map_err(SandboxError::Cgroup)?;
+        let cgroups =
+            CgroupTree::open(layout, &config.cgroup_parent).map_err(SandboxError::Cgroup)?;
+        let leftovers_removed = cgroups.remove_leftovers().map_err(SandboxError::Cgroup)?;
+        let ids: VecDeque<u32> = config.host_ids.clone().collect();
+        Ok(Self {
+            id_count: ids.len(),
+            ids: Arc::new(Mutex::new(ids)),
+            config,
+            cgroups,
+            sequence: AtomicU64::new(0),
+            leftovers_removed,
+        })
+    }
+
+    pub fn cgroup_layout(&self) -> &CgroupLayout {
+        self.cgroups.layout()
+    }
+
+    /// Sandbox groups that exist now (prepared, running, or not yet removed).
+    pub fn live_cgroups(&self) -> io::Result<Vec<String>> {
+        self.cgroups.children()
+    }
+
+    /// Removes the parent group; call after every sandbox has been dropped.
+    pub fn remove_parent_cgroup(&self) {
+        self.cgroups.remove_parent();
+    }
+
+    fn lease_id(&self) -> Result<IdLease, SandboxError> {
+        let mut ids = self
+            .ids
+            .lock()
+            .map_err(|_| SandboxError::Channel("id pool lock poisoned".into()))?;
+        let id = ids
+            .pop_front()
+            .ok_or(SandboxError::NoFreeIds(self.id_count))?;
+        Ok(IdLease {
+            id,
+            pool: Arc::clone(&self.ids),
+        })
+    }
+
+    /// Builds an empty sandbox: an init step in its own cgroup and namespaces, holding the
+    /// listener, waiting for a spec. Nothing of any function or tenant is in it yet, so it may
+    /// be handed to whoever needs one first. Joining the cgroup is the slow part on cgroup v1
+    /// hosts (the kernel waits for an RCU grace period), which is why this runs ahead of demand.
+    ///
+    /// The init step dies with the *thread* that calls this (a parent-death signal), so call it
+    /// from a thread that outlives the sandbox.
+    pub fn prepare(&self) -> Result<Prepared, SandboxError> {
+        let lease = self.lease_id()?;
+        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sb{}-{seq}", lease.id);
+        let cgroup = self.cgroups.create(&name).map_err(SandboxError::Cgroup)?;
+
         let chan = |e: nix::Error| SandboxError::Channel(e.to_string());
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -76,44 +170,180 @@ impl Sandbox {
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(chan)?;
         let out_w2 = out_w.try_clone().map_err(SandboxError::Spawn)?;
 
-        let mut cmd = Command::new(init_program);
+        let mut cmd = Command::new(&self.config.init_program);
         cmd.arg(INIT_ARG)
             .env_clear()
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(out_w2));
-        let init = cmd.spawn().map_err(SandboxError::Spawn)?;
+        let init = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = cgroup.remove();
+                return Err(SandboxError::Spawn(e));
+            }
+        };
         drop(cmd); // closes our copies of the child's ends
 
-        let exit_fd = sys::pidfd_open(init.id()).map_err(SandboxError::Spawn)?;
-        let mut sandbox = Sandbox {
-            init,
-            exit_fd,
-            program_pid: 0,
+        let exit_fd = sys::pidfd_open(init.id());
+        let mut prepared = Prepared {
+            process: InitProcess {
+                init,
+                program_pid: 0,
+                exited: None,
+                cgroup,
+                _lease: lease,
+            },
+            control: ours,
+            exit_fd: exit_fd.map_err(SandboxError::Spawn)?,
             listener: None,
             output: Some(out_r),
-            exited: None,
+            setup_timeout: self.config.setup_timeout,
+            name,
         };
+        let pid = prepared.process.init.id();
+        prepared
+            .process
+            .cgroup
+            .attach(pid)
+            .map_err(SandboxError::Cgroup)?;
+        prepared.send(&ToInit::Prepare {
+            listen: self.config.listen,
+        })?;
+        match prepared.receive()? {
+            (FromInit::Prepared, fd) => {
+                prepared.listener = fd.map(TcpListener::from);
+                if self.config.listen.is_some() && prepared.listener.is_none() {
+                    return Err(SandboxError::Channel("the listener did not arrive".into()));
+                }
+                Ok(prepared)
+            }
+            (FromInit::Failed { message }, _) => Err(SandboxError::Setup(message)),
+            (other, _) => Err(SandboxError::Channel(format!("unexpected {other:?}"))),
+        }
+    }
 
-        let spec_bytes =
-            serde_json::to_vec(spec).map_err(|e| SandboxError::Channel(e.to_string()))?;
-        send(
-            std::os::fd::AsRawFd::as_raw_fd(&ours),
-            &spec_bytes,
-            MsgFlags::empty(),
-        )
-        .map_err(chan)?;
-        let timeout = TimeVal::new(
-            setup_timeout.as_secs() as _,
-            setup_timeout.subsec_micros() as _,
-        );
-        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout).map_err(chan)?;
+    /// Prepares a sandbox and starts `spec` in it at once.
+    pub fn spawn(&self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        self.prepare()?.start(spec)
+    }
+}
 
+/// A host uid (and gid) lent to one sandbox; back in the pool once every process is gone.
+#[derive(Debug)]
+struct IdLease {
+    id: u32,
+    pool: Arc<Mutex<VecDeque<u32>>>,
+}
+
+impl Drop for IdLease {
+    fn drop(&mut self) {
+        if let Ok(mut ids) = self.pool.lock() {
+            // Reused last: the pool is a queue, so an id rests as long as possible.
+            ids.push_back(self.id);
+        }
+    }
+}
+
+/// The init process and everything that must outlive it: its group and its host id. Dropping it
+/// kills every process, waits for them, removes the group, and only then frees the id.
+#[derive(Debug)]
+struct InitProcess {
+    init: Child,
+    program_pid: u32,
+    exited: Option<ExitStatus>,
+    cgroup: Cgroup,
+    // Declared last: dropped after the group is gone.
+    _lease: IdLease,
+}
+
+impl InitProcess {
+    /// Kills the program, PID 1 of its namespace, which ends every process in the namespace;
+    /// the init step then reaps it and exits by itself. Before a program runs, kills the init
+    /// step instead. Idempotent.
+    fn kill(&mut self) {
+        if self.exited.is_some() {
+            return;
+        }
+        // While the init step lives, the program's pid cannot have been reused: the init step
+        // has not reaped it.
+        if let Ok(None) = self.init.try_wait() {
+            match i32::try_from(self.program_pid) {
+                Ok(pid) if pid > 0 => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                _ => {
+                    let _ = self.init.kill();
+                }
+            }
+        }
+    }
+
+    /// Kills and reaps: when this returns, no process of the sandbox exists any more.
+    fn kill_and_wait(&mut self, exit_fd: &OwnedFd) -> Option<ExitStatus> {
+        self.kill();
+        if self.exited.is_none() {
+            // The kernel ends a PID namespace's processes before its PID 1 is reaped, so the
+            // init step exits promptly; if it does not, it is killed too.
+            if !sys::wait_readable(exit_fd.as_fd(), INIT_EXIT_GRACE) {
+                let _ = self.init.kill();
+            }
+            if let Ok(status) = self.init.wait() {
+                self.exited = Some(mirror(status));
+            }
+        }
+        self.exited
+    }
+}
+
+/// How long the init step may take to exit after its program was killed.
+const INIT_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+impl Drop for InitProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            self.kill();
+            let _ = self.init.kill();
+            let _ = self.init.wait();
+        }
+        self.cgroup.kill_all();
+        let _ = self.cgroup.remove();
+    }
+}
+
+/// An empty sandbox waiting for a spec. Dropping it kills its init step.
+#[derive(Debug)]
+pub struct Prepared {
+    process: InitProcess,
+    control: OwnedFd,
+    exit_fd: OwnedFd,
+    listener: Option<TcpListener>,
+    output: Option<OwnedFd>,
+    setup_timeout: Duration,
+    name: String,
+}
+
+impl Prepared {
+    fn send(&self, msg: &ToInit) -> Result<(), SandboxError> {
+        let bytes = serde_json::to_vec(msg).map_err(|e| SandboxError::Channel(e.to_string()))?;
+        send(self.control.as_raw_fd(), &bytes, MsgFlags::empty())
+            .map_err(|e| SandboxError::Channel(e.to_string()))?;
+        Ok(())
+    }
+
+    fn receive(&self) -> Result<(FromInit, Option<OwnedFd>), SandboxError> {
+        let t = self.setup_timeout;
+        let timeout = TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
+        setsockopt(&self.control, sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| SandboxError::Channel(e.to_string()))?;
         let mut buf = vec![0u8; 64 * 1024];
-        let (n, fd) = match sys::recv_with_fd(ours.as_fd(), &mut buf) {
+        let (n, fd) = match sys::recv_with_fd(self.control.as_fd(), &mut buf) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(SandboxError::Timeout(setup_timeout))
+                return Err(SandboxError::Timeout(t))
             }
             Err(e) => return Err(SandboxError::Channel(e.to_string())),
         };
@@ -122,15 +352,74 @@ impl Sandbox {
                 "the init step exited before reporting".into(),
             ));
         }
-        match serde_json::from_slice::<InitReport>(&buf[..n]) {
-            Ok(InitReport::Ready { init_pid }) => {
-                sandbox.program_pid = init_pid;
-                sandbox.listener = fd.map(TcpListener::from);
-                Ok(sandbox)
+        let msg = serde_json::from_slice::<FromInit>(&buf[..n])
+            .map_err(|e| SandboxError::Channel(format!("bad report: {e}")))?;
+        Ok((msg, fd))
+    }
+
+    /// Applies the spec's limits to the group, then builds the root and starts the program.
+    pub fn start(mut self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let started = Instant::now();
+        self.process
+            .cgroup
+            .apply(&spec.limits)
+            .map_err(SandboxError::Cgroup)?;
+        let id = self.process._lease.id;
+        self.send(&ToInit::Start {
+            spec: Box::new(spec.clone()),
+            host_uid: id,
+            host_gid: id,
+        })?;
+        match self.receive()? {
+            (FromInit::Ready { init_pid }, _) => {
+                self.process.program_pid = init_pid;
+                Ok(Sandbox {
+                    process: self.process,
+                    exit_fd: self.exit_fd,
+                    listener: self.listener,
+                    output: self.output,
+                    name: self.name,
+                    start_duration: started.elapsed(),
+                })
             }
-            Ok(InitReport::Failed { message }) => Err(SandboxError::Setup(message)),
-            Err(e) => Err(SandboxError::Channel(format!("bad report: {e}"))),
+            (FromInit::Failed { message }, _) => Err(SandboxError::Setup(message)),
+            (other, _) => Err(SandboxError::Channel(format!("unexpected {other:?}"))),
         }
+    }
+}
+
+/// One running sandbox. Dropping it kills every process inside, removes its cgroup and frees
+/// its host id.
+#[derive(Debug)]
+pub struct Sandbox {
+    process: InitProcess,
+    exit_fd: OwnedFd,
+    listener: Option<TcpListener>,
+    output: Option<OwnedFd>,
+    name: String,
+    start_duration: Duration,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill_and_wait();
+    }
+}
+
+impl Sandbox {
+    /// The sandbox's name, also its cgroup's name: unique within the launcher's lifetime.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host uid (and gid) the program runs as, seen from outside its user namespace.
+    pub fn host_uid(&self) -> u32 {
+        self.process._lease.id
+    }
+
+    /// How long [`Prepared::start`] took: limits, root, user namespace, filter, exec.
+    pub fn start_duration(&self) -> Duration {
+        self.start_duration
     }
 
     /// The listener opened inside the sandbox's network namespace (once).
@@ -153,54 +442,42 @@ impl Sandbox {
 
     /// Host pid of the program inside (PID 1 of its namespace).
     pub fn program_pid(&self) -> u32 {
-        self.program_pid
+        self.process.program_pid
+    }
+
+    /// Host pids of every process of the sandbox, its init step included.
+    pub fn pids(&self) -> Vec<u32> {
+        self.process.cgroup.pids()
+    }
+
+    /// True once the kernel's OOM killer has ended a process of this sandbox.
+    pub fn oom_killed(&self) -> bool {
+        self.process.cgroup.oom_kills() > 0
+    }
+
+    /// Peak memory of the whole sandbox (its processes and its `/tmp`), in bytes.
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        self.process.cgroup.memory_peak()
     }
 
     /// Reaps the sandbox if it has ended.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.exited.is_none() {
-            if let Some(status) = self.init.try_wait()? {
-                self.exited = Some(mirror(status));
+        if self.process.exited.is_none() {
+            if let Some(status) = self.process.init.try_wait()? {
+                self.process.exited = Some(mirror(status));
             }
         }
-        Ok(self.exited)
+        Ok(self.process.exited)
     }
 
     /// Kills every process of the sandbox. Idempotent.
     pub fn kill(&mut self) {
-        if self.exited.is_some() {
-            return;
-        }
-        // While the init step lives, the program's pid cannot have been reused: the init step
-        // has not reaped it yet. Killing PID 1 of the namespace ends every process in it.
-        if let Ok(None) = self.init.try_wait() {
-            if let Ok(pid) = i32::try_from(self.program_pid) {
-                if pid > 0 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = self.init.kill();
+        self.process.kill();
     }
 
-    /// Kills and reaps. The init step has nothing to tear down, so this returns quickly.
+    /// Kills and reaps. Every process of the sandbox is gone when this returns.
     pub fn kill_and_wait(&mut self) -> Option<ExitStatus> {
-        self.kill();
-        if self.exited.is_none() {
-            if let Ok(status) = self.init.wait() {
-                self.exited = Some(mirror(status));
-            }
-        }
-        self.exited
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.kill_and_wait();
+        self.process.kill_and_wait(&self.exit_fd)
     }
 }
 

@@ -168,7 +168,13 @@ mod tests {
             cwd: "/var/task".into(),
             argv: vec!["/var/task/bootstrap".into()],
             env: vec![],
-            listen: None,
+            limits: crate::ResourceLimits {
+                memory_bytes: 128 << 20,
+                cpu_weight: 7,
+                cpu_max_millis: 1000,
+                max_pids: 1024,
+                open_files: 1024,
+            },
         }
     }
 

@@ -1,9 +1,10 @@
 //! The typed description of one sandbox, sent from the parent to the init step.
 
-use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ResourceLimits;
 
 /// Everything the init step needs to build one sandbox and start its program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +21,8 @@ pub struct SandboxSpec {
     /// Size of the private, writable `/tmp`.
     pub tmp_size_bytes: u64,
     pub hostname: String,
-    /// The unprivileged identity the program runs as.
+    /// The unprivileged identity the program runs as inside its user namespace. Outside, it is
+    /// a host uid of its own that no other live sandbox has (see [`crate::LauncherConfig`]).
     pub uid: u32,
     pub gid: u32,
     /// Working directory inside the sandbox.
@@ -29,9 +31,8 @@ pub struct SandboxSpec {
     pub argv: Vec<String>,
     /// The program's whole environment: nothing is inherited from the host.
     pub env: Vec<(String, String)>,
-    /// A TCP address to listen on inside the sandbox's own network namespace. The listening
-    /// socket is handed to the parent, so the parent serves it and the program can only dial it.
-    pub listen: Option<SocketAddrV4>,
+    /// Memory, CPU, processes and open files.
+    pub limits: ResourceLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

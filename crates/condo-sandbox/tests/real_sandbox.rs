@@ -8,7 +8,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use condo_sandbox::{host_system_root, ExitStatus, FileSpec, Sandbox, SandboxSpec, INIT_ARG};
+use condo_sandbox::{
+    host_system_root, ExitStatus, FileSpec, Launcher, LauncherConfig, ResourceLimits, Sandbox,
+    SandboxSpec, INIT_ARG,
+};
+
+/// Host ids the tests' sandboxes run as.
+const FIRST_HOST_ID: u32 = 2_099_000_000;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some(INIT_ARG) {
@@ -18,7 +24,7 @@ fn main() {
         println!("real_sandbox: skipped, needs root (CI runs as root)");
         return;
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 11] = [
         (
             "sees_only_its_own_minimal_root",
             sees_only_its_own_minimal_root,
@@ -35,6 +41,31 @@ fn main() {
             "setup_failure_is_reported_not_hung",
             setup_failure_is_reported_not_hung,
         ),
+        (
+            "runs_as_its_own_host_uid_with_no_capabilities",
+            runs_as_its_own_host_uid_with_no_capabilities,
+        ),
+        (
+            "seccomp_refuses_namespaces_and_mounts_but_threads_work",
+            seccomp_refuses_namespaces_and_mounts_but_threads_work,
+        ),
+        (
+            "memory_limit_ends_in_an_oom_kill",
+            memory_limit_ends_in_an_oom_kill,
+        ),
+        (
+            "process_limit_caps_a_fork_bomb",
+            process_limit_caps_a_fork_bomb,
+        ),
+        ("open_files_are_limited", open_files_are_limited),
+        (
+            "teardown_leaves_no_cgroup_and_frees_the_id",
+            teardown_leaves_no_cgroup_and_frees_the_id,
+        ),
+        (
+            "a_new_launcher_removes_leftovers",
+            a_new_launcher_removes_leftovers,
+        ),
     ];
     for (name, test) in tests {
         test();
@@ -44,6 +75,31 @@ fn main() {
         "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
         tests.len()
     );
+}
+
+fn launcher_with(listen: Option<SocketAddrV4>, parent: &str, ids: u32) -> Launcher {
+    Launcher::new(LauncherConfig {
+        init_program: PathBuf::from("/proc/self/exe"),
+        cgroup_parent: PathBuf::from(format!("condo-test/{parent}-{}", std::process::id())),
+        host_ids: FIRST_HOST_ID..FIRST_HOST_ID + ids,
+        listen,
+        setup_timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+fn launcher() -> Launcher {
+    launcher_with(None, "plain", 8)
+}
+
+fn limits() -> ResourceLimits {
+    ResourceLimits {
+        memory_bytes: 256 << 20,
+        cpu_weight: 100,
+        cpu_max_millis: 1000,
+        max_pids: 64,
+        open_files: 1024,
+    }
 }
 
 fn spec(script: &str) -> SandboxSpec {
@@ -65,18 +121,13 @@ fn spec(script: &str) -> SandboxSpec {
         cwd: "/".into(),
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        listen: None,
+        limits: limits(),
     }
 }
 
 /// Runs the script to completion and returns (status, output).
 fn run(spec: &SandboxSpec) -> (ExitStatus, String) {
-    let mut sb = Sandbox::spawn(
-        spec,
-        &PathBuf::from("/proc/self/exe"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let mut sb = launcher().spawn(spec).unwrap();
     let mut out = String::new();
     std::fs::File::from(sb.take_output().unwrap())
         .read_to_string(&mut out)
@@ -125,14 +176,9 @@ fn runs_unprivileged_as_pid_1_with_private_tmp() {
 
 fn listener_lives_in_the_sandbox_network_namespace() {
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
-    let mut s = spec("exec sleep 30");
-    s.listen = Some(addr);
-    let mut sb = Sandbox::spawn(
-        &s,
-        &PathBuf::from("/proc/self/exe"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let mut sb = launcher_with(Some(addr), "listen", 2)
+        .spawn(&spec("exec sleep 30"))
+        .unwrap();
     let listener = sb.take_listener().expect("listener passed back");
     assert_eq!(
         listener.local_addr().unwrap(),
@@ -158,11 +204,173 @@ fn listener_lives_in_the_sandbox_network_namespace() {
 fn setup_failure_is_reported_not_hung() {
     let mut s = spec("true");
     s.argv = vec!["/no/such/program".into()];
-    let err = Sandbox::spawn(
-        &s,
-        &PathBuf::from("/proc/self/exe"),
-        Duration::from_secs(10),
-    )
-    .unwrap_err();
+    let err = launcher().spawn(&s).unwrap_err();
     assert!(err.to_string().contains("/no/such/program"), "{err}");
+}
+
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+fn runs_as_its_own_host_uid_with_no_capabilities() {
+    let l = launcher();
+    let mut sb = l
+        .spawn(&spec(
+            "cat /proc/self/uid_map /proc/self/status /proc/self/cgroup; exec sleep 30",
+        ))
+        .unwrap();
+    let out = read_until(&mut sb, "Seccomp_filters");
+    // Inside: uid 990, mapped to the sandbox's own host id and nothing else.
+    let map: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["990", &sb.host_uid().to_string(), "1"], "{out}");
+    assert_eq!(status_field(&out, "Uid:"), "990\t990\t990\t990", "{out}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(status_field(&out, caps), "0000000000000000", "{caps} {out}");
+    }
+    assert_eq!(status_field(&out, "NoNewPrivs:"), "1", "{out}");
+    assert_eq!(status_field(&out, "Seccomp:"), "2", "{out}");
+    // Its cgroup namespace is rooted at its own group.
+    assert!(
+        out.lines()
+            .filter(|l| l.contains(":/"))
+            .all(|l| l.ends_with(":/")),
+        "{out}"
+    );
+    // Outside: the program's real uid is the sandbox's host id.
+    let host_status =
+        std::fs::read_to_string(format!("/proc/{}/status", sb.program_pid())).unwrap();
+    let uid = sb.host_uid().to_string();
+    assert_eq!(
+        status_field(&host_status, "Uid:"),
+        [uid.as_str(); 4].join("\t")
+    );
+    // Two sandboxes alive at once never share a host id.
+    let other = l.spawn(&spec("exec sleep 30")).unwrap();
+    assert_ne!(other.host_uid(), sb.host_uid());
+}
+
+/// Reads the sandbox's output until `marker` has appeared.
+fn read_until(sb: &mut Sandbox, marker: &str) -> String {
+    let mut pipe = std::fs::File::from(sb.take_output().unwrap());
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    while !out.contains(marker) {
+        let n = pipe.read(&mut buf).unwrap();
+        assert!(n > 0, "output ended before {marker:?}: {out}");
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Read whatever else is already there, up to the end of the line.
+    while !out.ends_with('\n') {
+        let n = pipe.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    out
+}
+
+fn seccomp_refuses_namespaces_and_mounts_but_threads_work() {
+    let (status, out) = run(&spec(
+        "unshare -U true 2>&1 || echo userns-refused; \
+         unshare -n true 2>&1 || echo netns-refused; \
+         mount -t tmpfs none /tmp 2>&1 || echo mount-refused; \
+         python3 -I -c 'import threading; t = threading.Thread(target=print, args=(\"thread-ran\",)); t.start(); t.join()'",
+    ));
+    assert_eq!(status, ExitStatus::Exited(0), "{out}");
+    for expect in [
+        "userns-refused",
+        "netns-refused",
+        "mount-refused",
+        "thread-ran",
+    ] {
+        assert!(out.contains(expect), "{expect}: {out}");
+    }
+    assert!(out.contains("Operation not permitted"), "{out}");
+}
+
+fn memory_limit_ends_in_an_oom_kill() {
+    let mut s = spec("python3 -I -c 'b = bytearray(200 << 20); print(\"survived\")'");
+    s.limits.memory_bytes = 48 << 20;
+    let mut sb = launcher().spawn(&s).unwrap();
+    let mut out = String::new();
+    std::fs::File::from(sb.take_output().unwrap())
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = sb.kill_and_wait().unwrap();
+    assert!(!out.contains("survived"), "{out}");
+    assert_eq!(status, ExitStatus::Signaled(9), "{out}");
+    assert!(sb.oom_killed());
+    let peak = sb.memory_peak_bytes().unwrap();
+    assert!(peak <= 48 << 20, "peak {peak}");
+}
+
+fn process_limit_caps_a_fork_bomb() {
+    let mut s = spec(
+        "exec python3 -I -c '
+import os, time
+forks = 0
+try:
+    for _ in range(100):
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        forks += 1
+except OSError as e:
+    print(\"refused\", e.errno)
+print(\"running=%d\" % len([p for p in os.listdir(\"/proc\") if p.isdigit()]), flush=True)
+os._exit(0)
+'",
+    );
+    s.limits.max_pids = 20;
+    let (status, out) = run(&s);
+    let running: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("running="))
+        .unwrap_or_else(|| panic!("{status:?} {out:?}"))
+        .parse()
+        .unwrap();
+    // The init step (outside the namespace) counts against the limit too.
+    assert!(out.contains("refused 11"), "{out}"); // EAGAIN
+    assert!(running <= 20, "{running} processes: {out}");
+    assert!(running >= 5, "the limit is too tight to test: {out}");
+}
+
+fn open_files_are_limited() {
+    let mut s = spec("ulimit -n; ulimit -Hn");
+    s.limits.open_files = 256;
+    let (_, out) = run(&s);
+    assert_eq!(out, "256\n256\n");
+}
+
+fn teardown_leaves_no_cgroup_and_frees_the_id() {
+    let l = launcher_with(None, "teardown", 1);
+    for _ in 0..3 {
+        let mut sb = l.spawn(&spec("exec sleep 30")).unwrap();
+        let pid = sb.program_pid();
+        assert_eq!(l.live_cgroups().unwrap().len(), 1);
+        // With one id, a second sandbox must wait for the first to be gone.
+        assert!(l.prepare().is_err());
+        assert!(sb.kill_and_wait().is_some());
+        drop(sb);
+        assert!(l.live_cgroups().unwrap().is_empty());
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    l.remove_parent_cgroup();
+}
+
+fn a_new_launcher_removes_leftovers() {
+    let first = launcher_with(None, "crash", 4);
+    let prepared = first.prepare().unwrap();
+    // A crash: the platform's handles are lost without their destructors running.
+    std::mem::forget(prepared);
+    assert_eq!(first.live_cgroups().unwrap().len(), 1);
+    let second = launcher_with(None, "crash", 4);
+    assert_eq!(second.leftovers_removed, 1);
+    assert!(second.live_cgroups().unwrap().is_empty());
+    second.remove_parent_cgroup();
 }

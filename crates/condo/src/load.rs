@@ -67,6 +67,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut latencies = Vec::with_capacity(per_conn);
+            let mut breakdown = Vec::new();
             for i in 0..=per_conn {
                 let tenant = if cold {
                     Some(format!("load-{worker}-{i}-{}", rand::random::<u32>()))
@@ -98,21 +99,33 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
                 let failed = resp.headers().contains_key("x-amz-function-error");
+                let phases = resp
+                    .headers()
+                    .get(condo_api::COLD_START_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_cold_start);
                 let body = resp.into_body().collect().await?.to_bytes();
                 if !status.is_success() || failed {
                     bail!("invoke failed: {status} {}", String::from_utf8_lossy(&body));
                 }
                 // The first request of each connection warms it (and, unless --cold, the environment).
                 if i > 0 || cold {
-                    latencies.push(t0.elapsed());
+                    let total = t0.elapsed();
+                    latencies.push(total);
+                    if let Some((sandbox, init)) = phases {
+                        breakdown.push([sandbox, init, total.saturating_sub(sandbox + init)]);
+                    }
                 }
             }
-            Ok::<_, anyhow::Error>(latencies)
+            Ok::<_, anyhow::Error>((latencies, breakdown))
         }));
     }
     let mut all = Vec::new();
+    let mut phases = Vec::new();
     for t in tasks {
-        all.extend(t.await??);
+        let (latencies, breakdown) = t.await??;
+        all.extend(latencies);
+        phases.extend(breakdown);
     }
     let wall = started.elapsed();
     all.sort();
@@ -128,5 +141,51 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         us(pct(1.0)),
         all.len() as f64 / wall.as_secs_f64()
     );
+    if !phases.is_empty() {
+        let ms = |i: usize| {
+            let mut v: Vec<Duration> = phases.iter().map(|p: &[Duration; 3]| p[i]).collect();
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e3
+        };
+        println!(
+            "cold starts={} median: sandbox={:.2}ms init={:.2}ms invoke+api={:.2}ms",
+            phases.len(),
+            ms(0),
+            ms(1),
+            ms(2)
+        );
+    }
     Ok(())
+}
+
+/// Reads `sandbox=<ms>ms; init=<ms>ms` (condo's cold-start header).
+fn parse_cold_start(value: &str) -> Option<(Duration, Duration)> {
+    let mut sandbox = None;
+    let mut init = None;
+    for part in value.split(';') {
+        let (k, v) = part.trim().split_once('=')?;
+        let ms: f64 = v.trim_end_matches("ms").parse().ok()?;
+        let d = Duration::from_secs_f64(ms.max(0.0) / 1e3);
+        match k {
+            "sandbox" => sandbox = Some(d),
+            "init" => init = Some(d),
+            _ => {}
+        }
+    }
+    Some((sandbox?, init?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cold_start_header() {
+        assert_eq!(
+            parse_cold_start("sandbox=1.500ms; init=30.000ms"),
+            Some((Duration::from_micros(1500), Duration::from_millis(30)))
+        );
+        assert_eq!(parse_cold_start("sandbox=1ms"), None);
+        assert_eq!(parse_cold_start("garbage"), None);
+    }
 }

@@ -31,11 +31,13 @@ pub struct ServeArgs {
     /// Region reported in ARNs and printed by `condo env` (signatures from any region are accepted, as a local endpoint should).
     #[arg(long, default_value = "us-east-1", env = "CONDO_REGION")]
     region: String,
-    /// The unprivileged uid and gid functions run as.
-    #[arg(long, default_value_t = 65534)]
-    sandbox_uid: u32,
-    #[arg(long, default_value_t = 65534)]
-    sandbox_gid: u32,
+    /// First host uid (and gid) given to environments: each live environment runs as one of
+    /// its own, from this one up. Pick a range no account of this host uses.
+    #[arg(long, default_value_t = 2_100_000_000)]
+    sandbox_host_id_base: u32,
+    /// Empty sandboxes kept ready ahead of demand, so cold starts skip their set-up.
+    #[arg(long, default_value_t = 4)]
+    prepared_sandboxes: usize,
 }
 
 pub const ACCOUNT_ID: &str = "000000000000";
@@ -93,8 +95,8 @@ async fn serve(
         },
         idle_timeout: Duration::from_secs(args.idle_timeout),
         init_program: PathBuf::from("/proc/self/exe"),
-        sandbox_uid: args.sandbox_uid,
-        sandbox_gid: args.sandbox_gid,
+        sandbox_host_id_base: args.sandbox_host_id_base,
+        prepared_sandboxes: args.prepared_sandboxes,
         async_retry_delays: delays,
     })
     .context("starting the engine")?;
