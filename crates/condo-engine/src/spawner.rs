@@ -1,20 +1,21 @@
-//! Starts sandboxes from one dedicated, long-lived thread, which also keeps a few empty sandboxes
-//! prepared ahead of demand.
+//! Starts sandboxes from dedicated, long-lived threads: one keeps a few empty sandboxes prepared
+//! ahead of demand, the other starts environments in them.
 //!
 //! A sandbox's init step dies with its parent through a parent-death signal, and Linux ties
 //! that signal to the *thread* that spawned it, not the process. Tokio's blocking threads are
 //! retired after a few idle seconds, which would kill every warm environment they had started;
-//! this thread lives as long as the engine.
+//! these threads live as long as the engine.
 //!
 //! Prepared sandboxes take the slow part of a cold start (joining a cgroup, which on cgroup v1
 //! waits for an RCU grace period, and making the network namespace) off the request path. They
 //! hold nothing of any function or tenant until `start`, so handing one to whoever asks first
-//! is safe; each is used once.
+//! is safe; each is used once. Preparing runs on its own thread so that a start never waits
+//! behind one.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, TryRecvError};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use condo_sandbox::{Launcher, Prepared, Sandbox, SandboxError, SandboxSpec};
 use tokio::sync::oneshot;
@@ -28,17 +29,47 @@ enum Job {
     Stop(oneshot::Sender<()>),
 }
 
+/// The prepared sandboxes, shared by the two threads.
+struct Ready {
+    queue: Mutex<VecDeque<Prepared>>,
+    /// Signalled when one was taken (or on stop), so the preparer makes another.
+    taken: Condvar,
+    stopped: AtomicBool,
+    target: usize,
+}
+
+impl Ready {
+    fn take(&self) -> Option<Prepared> {
+        let p = self.queue.lock().ok()?.pop_front();
+        self.taken.notify_one();
+        p
+    }
+}
+
 pub(crate) struct Spawner {
     jobs: Mutex<mpsc::Sender<Job>>,
 }
 
 impl Spawner {
-    /// Moves `launcher` onto the spawner thread, which keeps `prepared` empty sandboxes ready.
+    /// Starts the threads; `prepared` empty sandboxes are kept ready.
     pub(crate) fn start(launcher: Launcher, prepared: usize) -> std::io::Result<Self> {
+        let launcher = Arc::new(launcher);
+        let ready = Arc::new(Ready {
+            queue: Mutex::new(VecDeque::new()),
+            taken: Condvar::new(),
+            stopped: AtomicBool::new(false),
+            target: prepared,
+        });
+        if prepared > 0 {
+            let (launcher, ready) = (launcher.clone(), ready.clone());
+            std::thread::Builder::new()
+                .name("condo-sandbox-preparer".into())
+                .spawn(move || prepare_ahead(&launcher, &ready))?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("condo-sandbox-spawner".into())
-            .spawn(move || run(launcher, prepared, rx))?;
+            .spawn(move || serve(&launcher, &ready, rx))?;
         Ok(Self {
             jobs: Mutex::new(tx),
         })
@@ -69,50 +100,80 @@ impl Spawner {
     }
 }
 
-fn run(launcher: Launcher, target: usize, jobs: mpsc::Receiver<Job>) {
-    let mut ready: VecDeque<Prepared> = VecDeque::new();
-    // After a failed prepare, wait for the next job before trying again (no busy loop when,
-    // say, every host id is in use).
-    let mut refill = true;
+/// The preparer thread: keeps `target` sandboxes ready until stopped.
+fn prepare_ahead(launcher: &Launcher, ready: &Ready) {
     loop {
-        let job = if refill && ready.len() < target {
-            match jobs.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) => {
-                    match launcher.prepare() {
-                        Ok(p) => ready.push_back(p),
-                        Err(e) => {
-                            tracing::warn!("could not prepare a sandbox ahead of demand: {e}");
-                            refill = false;
-                        }
+        {
+            let Ok(mut queue) = ready.queue.lock() else {
+                return;
+            };
+            while queue.len() >= ready.target && !ready.stopped.load(Ordering::SeqCst) {
+                queue = match ready.taken.wait(queue) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+        }
+        if ready.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        match launcher.prepare() {
+            Ok(p) => {
+                tracing::trace!(us = started.elapsed().as_micros() as u64, "prepared");
+                if let Ok(mut queue) = ready.queue.lock() {
+                    // A stop may have come while this one was being made.
+                    if !ready.stopped.load(Ordering::SeqCst) {
+                        queue.push_back(p);
                     }
-                    continue;
                 }
-                Err(TryRecvError::Disconnected) => break,
             }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
+            Err(e) => {
+                // For instance every host id in use: try again when a sandbox is taken, or
+                // after a pause, never in a busy loop.
+                tracing::warn!("could not prepare a sandbox ahead of demand: {e}");
+                if let Ok(queue) = ready.queue.lock() {
+                    let _ = ready.taken.wait_timeout(queue, Duration::from_secs(1));
+                }
             }
-        };
+        }
+    }
+}
+
+/// The spawner thread: starts each requested sandbox, in a prepared one when there is one.
+fn serve(launcher: &Launcher, ready: &Ready, jobs: mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
         match job {
             Job::Start(spec, reply) => {
-                refill = true;
-                let prepared = match ready.pop_front() {
+                let started = Instant::now();
+                let taken = ready.take();
+                let was_ready = taken.is_some();
+                let prepared = match taken {
                     Some(p) => Ok(p),
                     None => launcher.prepare(),
                 };
-                let _ = reply.send(prepared.and_then(|p| p.start(&spec)));
+                let result = prepared.and_then(|p| p.start(&spec));
+                tracing::trace!(
+                    us = started.elapsed().as_micros() as u64,
+                    was_ready,
+                    "started"
+                );
+                let _ = reply.send(result);
             }
             Job::Stop(reply) => {
-                ready.clear();
-                refill = false;
-                launcher.remove_parent_cgroup();
+                stop(launcher, ready);
                 let _ = reply.send(());
             }
         }
     }
-    ready.clear();
+    stop(launcher, ready);
+}
+
+fn stop(launcher: &Launcher, ready: &Ready) {
+    ready.stopped.store(true, Ordering::SeqCst);
+    ready.taken.notify_all();
+    if let Ok(mut queue) = ready.queue.lock() {
+        queue.clear();
+    }
     launcher.remove_parent_cgroup();
 }

@@ -257,19 +257,24 @@ impl CgroupTree {
             layout,
             parent: parent.to_owned(),
         };
-        for mount in tree.layout.mounts() {
-            std::fs::create_dir_all(mount.join(&tree.parent))?;
+        tree.make_parent()?;
+        Ok(tree)
+    }
+
+    fn make_parent(&self) -> io::Result<()> {
+        for mount in self.layout.mounts() {
+            std::fs::create_dir_all(mount.join(&self.parent))?;
         }
-        if let CgroupLayout::V2 { root } = &tree.layout {
+        if let CgroupLayout::V2 { root } = &self.layout {
             // Each level must hand the controllers to its children, from the root down.
             let mut dir = root.clone();
-            for part in tree.parent.components() {
+            for part in self.parent.components() {
                 write_file(&dir.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
                 dir.push(part);
             }
             write_file(&dir.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
         }
-        Ok(tree)
+        Ok(())
     }
 
     pub fn layout(&self) -> &CgroupLayout {
@@ -292,6 +297,11 @@ impl CgroupTree {
             match std::fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // Someone removed the parent (an operator, or a cleanup): make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.make_parent()?;
+                    std::fs::create_dir(&dir)?;
+                }
                 Err(e) => return Err(e),
             }
         }
