@@ -181,14 +181,15 @@ def condo() -> CondoServer:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """`start_server(*flags)`: a second, private server with its own flags and data directory,
-    for tests that need a configuration the shared one does not have. Stopped after the test."""
+    """`start_server(*flags, data_dir=None)`: a second, private server with its own flags and data
+    directory (under the test's tmp_path unless `data_dir` says where), for tests that need a
+    configuration the shared one does not have. Stopped after the test."""
     servers: list[CondoServer] = []
 
-    def start(*flags: str) -> CondoServer:
+    def start(*flags: str, data_dir: Path | None = None) -> CondoServer:
         root = tmp_path / f"condo-{len(servers)}"
         root.mkdir()
-        server = CondoServer(CONDO_BIN, root / "data", root / "condo.log", flags)
+        server = CondoServer(CONDO_BIN, data_dir or root / "data", root / "condo.log", flags)
         server.start()
         servers.append(server)
         return server

@@ -201,7 +201,16 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
             false
         }
     });
-    // One /next at a time receives work; a second concurrent poll waits its turn.
+    // While an invocation is in flight, the runtime owes its answer: asking for more work is
+    // a protocol violation (one environment runs one invocation at a time).
+    if shared.in_flight.lock().map(|s| s.is_some()).unwrap_or(true) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "an invocation is in flight: post its response or error first",
+        );
+    }
+    // With nothing in flight, one /next at a time receives work; a second poll waits its turn.
     let delivery = shared.next_rx.lock().await.recv().await;
     let Some((inv, reply)) = delivery else {
         return error(

@@ -27,6 +27,10 @@ pub struct LoadArgs {
     /// Use a new tenant id for every request: measures cold starts instead.
     #[arg(long)]
     cold: bool,
+    /// Pause between one connection's requests, in milliseconds: measures requests that
+    /// arrive on a settled host rather than back to back.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     #[command(flatten)]
     conn: crate::client::Connection,
 }
@@ -58,6 +62,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         );
         let tenant = args.tenant_id.clone();
         let cold = args.cold;
+        let pause = Duration::from_millis(args.pause_ms);
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&host)
                 .await
@@ -69,6 +74,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             let mut latencies = Vec::with_capacity(per_conn);
             let mut breakdown = Vec::new();
             for i in 0..=per_conn {
+                if i > 0 && !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 let tenant = if cold {
                     Some(format!("load-{worker}-{i}-{}", rand::random::<u32>()))
                 } else {
@@ -127,7 +135,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         all.extend(latencies);
         phases.extend(breakdown);
     }
-    let wall = started.elapsed();
+    let wall = started.elapsed().saturating_sub(pause_total(&args));
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -156,6 +164,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Time one connection spent pausing, left out of the throughput.
+fn pause_total(args: &LoadArgs) -> Duration {
+    let per_conn = args.requests.div_ceil(args.concurrency.max(1)) as u32;
+    Duration::from_millis(args.pause_ms) * per_conn
 }
 
 /// Reads `sandbox=<ms>ms; init=<ms>ms` (condo's cold-start header).
