@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PER_TENANT, REPO, ROLE, client_for, zip_files
-from test_rust_runtime import BUILD_TIMEOUT_S, TARGET_DIR, _cargo, bootstrap_zip
+from test_rust_runtime import _cargo, bootstrap_zip, build_release
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 NATIVE_MANIFEST = Path("tests") / "e2e" / "functions" / "attacker-native" / "Cargo.toml"
@@ -69,20 +69,9 @@ def python_zip(**extra: str) -> bytes:
 
 def build_native_attacker() -> bytes | None:
     """The native attacker's ZIP (`bootstrap`, 0755), or None when cargo is missing."""
-    cargo = _cargo()
-    if cargo is None:
+    if _cargo() is None:
         return None
-    started = time.monotonic()
-    out = subprocess.run(
-        [cargo, "build", "--release", "--manifest-path", str(NATIVE_MANIFEST), "--target-dir", str(TARGET_DIR)],
-        cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL,
-    )
-    took = time.monotonic() - started
-    assert out.returncode == 0, f"building the native attacker failed after {took:.0f} s:\n{out.stderr[-6000:]}"
-    binary = REPO / TARGET_DIR / "release" / NATIVE_BINARY
-    data = binary.read_bytes()
-    assert data[:4] == b"\x7fELF", f"{binary} is not an ELF executable"
-    return bootstrap_zip(data)
+    return bootstrap_zip(build_release(NATIVE_MANIFEST, NATIVE_BINARY))
 
 
 @pytest.fixture(scope="module")

@@ -38,26 +38,31 @@ def _cargo() -> str | None:
     return str(home) if os.access(home, os.X_OK) else None
 
 
-def build_example(name: str) -> bytes:
-    """Builds `examples/<name>` in release mode and returns its `bootstrap` executable."""
+def build_release(manifest: Path, binary_name: str) -> bytes:
+    """Builds the crate at `manifest` (relative to the repository) in release mode into the shared
+    target directory and returns its executable `binary_name`. Skips when cargo is missing."""
     cargo = _cargo()
     if cargo is None:
-        pytest.skip("cargo is not installed: cannot build the Rust example functions")
-    manifest = Path("examples") / name / "Cargo.toml"
-    assert (REPO / manifest).is_file(), f"no example {manifest}"
+        pytest.skip("cargo is not installed: cannot build the Rust test functions")
+    assert (REPO / manifest).is_file(), f"no crate at {manifest}"
     started = time.monotonic()
     out = subprocess.run(
         [cargo, "build", "--release", "--manifest-path", str(manifest), "--target-dir", str(TARGET_DIR)],
         cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL,
     )
     took = time.monotonic() - started
-    assert out.returncode == 0, f"building {name} failed after {took:.0f} s:\n{out.stderr[-6000:]}"
-    print(f"built examples/{name} in {took:.1f} s")
-    binary = REPO / TARGET_DIR / "release" / "bootstrap"
+    assert out.returncode == 0, f"building {manifest} failed after {took:.0f} s:\n{out.stderr[-6000:]}"
+    print(f"built {manifest.parent} in {took:.1f} s")
+    binary = REPO / TARGET_DIR / "release" / binary_name
     assert os.access(binary, os.X_OK), f"{binary} is missing or not executable"
     data = binary.read_bytes()
     assert data[:4] == b"\x7fELF", f"{binary} is not an ELF executable"
     return data
+
+
+def build_example(name: str) -> bytes:
+    """Builds `examples/<name>` in release mode and returns its `bootstrap` executable."""
+    return build_release(Path("examples") / name / "Cargo.toml", "bootstrap")
 
 
 def bootstrap_zip(binary: bytes) -> bytes:

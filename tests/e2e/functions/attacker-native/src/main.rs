@@ -22,6 +22,16 @@ const PREFIX: &str = "/2018-06-01/runtime";
 /// and ignores such a path silently, so the complaint proves the exec changed no credentials.
 const ABSENT_PRELOAD: &str = "/tmp/condo-attacker-absent-preload.so";
 
+/// The names in a directory, sorted.
+fn sorted_names(dir: &str) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn main() {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API").unwrap_or_else(|_| "127.0.0.1:9001".into());
     let env_id = random_hex(8);
@@ -472,13 +482,8 @@ fn proc_scan(event: &Value) -> Value {
             Err(e) => ioerr(&e).into(),
         };
         let tmp = format!("{base}/root/tmp");
-        p["tmp"] = match fs::read_dir(&tmp) {
-            Ok(d) => {
-                let mut names: Vec<String> = d
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
+        p["tmp"] = match sorted_names(&tmp) {
+            Ok(names) => {
                 let mut m = Map::new();
                 for n in names.into_iter().take(50) {
                     let v = match read_head(&format!("{tmp}/{n}"), 512) {
@@ -614,13 +619,8 @@ fn probe_path(path: &str) -> Value {
         }
         Err(e) => ioerr(&e).into(),
     };
-    out["list"] = match fs::read_dir(path) {
-        Ok(d) => {
-            let mut names: Vec<String> = d
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
+    out["list"] = match sorted_names(path) {
+        Ok(mut names) => {
             names.truncate(100);
             names.into()
         }
