@@ -1,13 +1,13 @@
 //! Control-plane operations: functions, versions, concurrency, account settings, code download.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use condo_engine::{ConfigurationUpdate, CreateFunction};
-use condo_types::{FunctionName, FunctionRef, Limits, Qualifier};
+use condo_types::{FunctionName, FunctionRef, Limits, Qualifier, Tags};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -81,6 +81,7 @@ pub(crate) async fn create(
             name,
             settings,
             tenancy: wire.tenancy_config,
+            tags: wire.tags,
             zip,
             publish: wire.publish,
         })
@@ -123,12 +124,75 @@ pub(crate) async fn get(
     let mut out = json!({
         "Configuration": configuration(&state.engine, &config),
         "Code": { "RepositoryType": "S3", "Location": format!("http://{host}{path}?{query}") },
-        "Tags": {},
+        "Tags": state.engine.tags(&name)?,
     });
     if let Some(n) = state.engine.reserved_concurrency(&name)? {
         out["Concurrency"] = json!({ "ReservedConcurrentExecutions": n });
     }
     Ok(Json(out))
+}
+
+/// The function a tagging call names: its ARN (or name), never a version or alias.
+fn tagged_function(state: &AppState, resource: &str) -> Result<FunctionName, ApiError> {
+    let (name, qualifier) = function_ref(state, resource, None)?;
+    if qualifier.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "Tags apply to a function, not to one of its versions or aliases: use the unqualified function ARN.",
+        ));
+    }
+    Ok(name)
+}
+
+pub(crate) async fn list_tags(
+    State(state): State<AppState>,
+    Path(resource): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = tagged_function(&state, &resource)?;
+    Ok(Json(json!({ "Tags": state.engine.tags(&name)? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct TagResourceWire {
+    tags: Tags,
+}
+
+pub(crate) async fn tag_resource(
+    State(state): State<AppState>,
+    Path(resource): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let name = tagged_function(&state, &resource)?;
+    let wire: TagResourceWire = parse_body(&body)?;
+    state.engine.tag_function(&name, &wire.tags)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn untag_resource(
+    State(state): State<AppState>,
+    Path(resource): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let name = tagged_function(&state, &resource)?;
+    let keys: Vec<String> = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "tagKeys")
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "1 validation error detected: Value null at 'tagKeys' failed to satisfy constraint: Member must not be null",
+        ));
+    }
+    state.engine.untag_function(&name, &keys)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn download_code(

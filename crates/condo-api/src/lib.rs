@@ -74,6 +74,12 @@ pub fn router(engine: Engine, credentials: ApiCredentials) -> Router {
             "/2016-08-19/account-settings",
             get(functions::account_settings),
         )
+        .route(
+            "/2017-03-31/tags/{resource}",
+            get(functions::list_tags)
+                .post(functions::tag_resource)
+                .delete(functions::untag_resource),
+        )
         .route("/condo/code/{code}", get(functions::download_code))
         .fallback(error::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(

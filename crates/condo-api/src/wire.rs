@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use condo_engine::{Engine, FunctionSettings};
 use condo_types::{
     Architecture, EnvironmentVariables, FunctionConfig, LogFormat, LoggingConfig, MemorySize,
-    Runtime, TenancyConfig, Timeout, TmpSize, Version,
+    Runtime, Tags, TenancyConfig, Timeout, TmpSize, Version,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,6 +104,8 @@ pub struct CreateFunctionWire {
     #[serde(default)]
     pub publish: bool,
     pub tenancy_config: Option<TenancyConfig>,
+    #[serde(default)]
+    pub tags: Tags,
     #[serde(flatten)]
     pub settings: SettingsWire,
 }

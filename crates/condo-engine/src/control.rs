@@ -5,7 +5,8 @@ use std::sync::Arc;
 use condo_store::{CodeError, StoreError, StoredCode};
 use condo_types::{
     Architecture, EnvironmentVariables, FunctionConfig, FunctionName, LoggingConfig, MemorySize,
-    Qualifier, Runtime, RuntimeFamily, TenancyConfig, Timeout, TmpSize, Version,
+    NetworkAccess, Qualifier, Runtime, RuntimeFamily, Tags, TenancyConfig, Timeout, TmpSize,
+    Version,
 };
 
 use crate::runtimes::RESERVED_VARIABLES;
@@ -32,6 +33,7 @@ pub struct CreateFunction {
     pub name: FunctionName,
     pub settings: FunctionSettings,
     pub tenancy: Option<TenancyConfig>,
+    pub tags: Tags,
     pub zip: Vec<u8>,
     pub publish: bool,
 }
@@ -80,6 +82,7 @@ impl Engine {
         if let Some(env) = &s.environment {
             check_reserved(env)?;
         }
+        let network = self.network_access(&req.tags)?;
         if self
             .shared
             .store
@@ -103,17 +106,18 @@ impl Engine {
             architecture: s.architecture.unwrap_or_default(),
             logging: s.logging.clone().unwrap_or_default(),
             tenancy: req.tenancy,
+            network,
             code_id: code.code_id,
             code_sha256: code.sha256_base64,
             code_size: code.zip_size,
             last_modified: now_iso(),
             revision_id: new_revision(),
         };
-        match self
-            .shared
-            .store
-            .create_function(&config, chrono::Utc::now().timestamp_millis())
-        {
+        match self.shared.store.create_function(
+            &config,
+            &req.tags,
+            chrono::Utc::now().timestamp_millis(),
+        ) {
             Err(StoreError::AlreadyExists) => {
                 return Err(EngineError::FunctionExists(self.function_arn(&req.name)))
             }
@@ -306,6 +310,63 @@ impl Engine {
         Ok(())
     }
 
+    /// A function's tags.
+    pub fn tags(&self, name: &FunctionName) -> Result<Tags, EngineError> {
+        self.shared
+            .store
+            .tags(name)?
+            .ok_or_else(|| EngineError::FunctionNotFound(self.function_arn(name)))
+    }
+
+    /// Adds tags to a function (or changes their values). A change of `condo:network` changes
+    /// `$LATEST` and retires its idle environments, as a configuration update does.
+    pub fn tag_function(&self, name: &FunctionName, added: &Tags) -> Result<(), EngineError> {
+        let next = self
+            .tags(name)?
+            .merged(added)
+            .map_err(|e| EngineError::InvalidParameter(e.constraint))?;
+        self.replace_tags(name, next)
+    }
+
+    /// Removes tags from a function; keys it does not have are ignored.
+    pub fn untag_function(&self, name: &FunctionName, keys: &[String]) -> Result<(), EngineError> {
+        let next = self.tags(name)?.without(keys.iter().map(String::as_str));
+        self.replace_tags(name, next)
+    }
+
+    fn replace_tags(&self, name: &FunctionName, tags: Tags) -> Result<(), EngineError> {
+        let network = self.network_access(&tags)?;
+        let current = self.function(name, None)?;
+        let latest = (current.network != network).then(|| {
+            let mut next = (*current).clone();
+            next.network = network;
+            next.last_modified = now_iso();
+            next.revision_id = new_revision();
+            next
+        });
+        if !self.shared.store.set_tags(name, &tags, latest.as_ref())? {
+            return Err(EngineError::FunctionNotFound(self.function_arn(name)));
+        }
+        if latest.is_some() {
+            self.forget(name);
+        }
+        Ok(())
+    }
+
+    /// The network access tags ask for, refused up front when this host cannot provide it.
+    fn network_access(&self, tags: &Tags) -> Result<NetworkAccess, EngineError> {
+        let network = tags
+            .check_settable()
+            .map_err(EngineError::InvalidParameter)?;
+        if network == NetworkAccess::Outbound && self.shared.config.network_helper.is_none() {
+            return Err(EngineError::InvalidParameter(format!(
+                "{}=outbound needs the pasta network helper (Debian package passt) on this host",
+                NetworkAccess::TAG
+            )));
+        }
+        Ok(network)
+    }
+
     pub fn reserved_concurrency(&self, name: &FunctionName) -> Result<Option<u32>, EngineError> {
         self.function(name, None)?;
         Ok(self.shared.store.reserved_concurrency(name)?)
@@ -466,4 +527,5 @@ fn same_settings(a: &FunctionConfig, b: &FunctionConfig) -> bool {
         && a.environment == b.environment
         && a.architecture == b.architecture
         && a.logging == b.logging
+        && a.network == b.network
 }

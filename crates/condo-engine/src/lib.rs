@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub sandbox_host_id_base: u32,
     /// Empty sandboxes kept ready ahead of demand.
     pub prepared_sandboxes: usize,
+    /// The user-mode network helper (`pasta`) that gives `condo:network=outbound` functions
+    /// their connections; without it such functions are refused.
+    pub network_helper: Option<PathBuf>,
     /// Delays before the two retries of a failed asynchronous invocation (Lambda: 1 and 2 min).
     pub async_retry_delays: [Duration; 2],
 }
@@ -180,6 +183,7 @@ impl Engine {
             cgroup_parent: cgroup_parent(&config.data_dir),
             host_ids: host_id_range(&config),
             listen: Some(runtimes::RUNTIME_API_ADDR),
+            network_helper: config.network_helper.clone(),
             setup_timeout: Duration::from_secs(condo_types::Limits::INIT_TIMEOUT_SECS),
         })
         .map_err(|e| EngineError::Internal(format!("sandbox launcher: {e}")))?;

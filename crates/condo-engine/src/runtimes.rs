@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use condo_sandbox::{BindMount, FileSpec, ResourceLimits, SandboxSpec, Symlink};
-use condo_types::{FunctionConfig, LogFormat, Runtime, RuntimeFamily};
+use condo_sandbox::{BindMount, FileSpec, Network, ResourceLimits, SandboxSpec, Symlink};
+use condo_types::{FunctionConfig, LogFormat, NetworkAccess, Runtime, RuntimeFamily};
 
 /// The Runtime API address inside every environment's own network namespace.
 pub const RUNTIME_API_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
@@ -252,7 +252,7 @@ pub fn sandbox_spec(
             },
             FileSpec { path: "/etc/group".into(), contents: format!("root:x:0:\nsbx_user1051:x:{FUNCTION_GID}:\n") },
             FileSpec { path: "/etc/hosts".into(), contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into() },
-            FileSpec { path: "/etc/resolv.conf".into(), contents: String::new() },
+            FileSpec { path: "/etc/resolv.conf".into(), contents: resolv_conf(config.network) },
         ],
         tmp_size_bytes: u64::from(config.tmp_size.get()) * 1024 * 1024,
         hostname: format!("condo-{}", &identity.id[..identity.id.len().min(12)]),
@@ -262,7 +262,21 @@ pub fn sandbox_spec(
         argv,
         env,
         limits: resource_limits(config.memory.get()),
+        network: match config.network {
+            NetworkAccess::None => Network::LoopbackOnly,
+            NetworkAccess::Outbound => Network::Outbound,
+        },
     })
+}
+
+/// Environments without outbound access have nowhere to send a query.
+fn resolv_conf(network: NetworkAccess) -> String {
+    match network {
+        NetworkAccess::None => String::new(),
+        NetworkAccess::Outbound => {
+            format!("nameserver {}\n", condo_sandbox::DNS_FORWARD_ADDR)
+        }
+    }
 }
 
 /// The identity functions see inside their user namespace, as on Lambda (`sbx_user1051`).

@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod init;
+mod network;
 mod parent;
 mod plan;
 mod seccomp;
@@ -21,12 +22,13 @@ mod system;
 
 pub use cgroup::{CgroupLayout, ResourceLimits};
 pub use init::init_main;
+pub use network::DNS_FORWARD_ADDR;
 pub use parent::{
     ExitStatus, ExitWatch, Launcher, LauncherConfig, Prepared, Sandbox, SandboxError,
 };
 pub use plan::{mount_plan, MountStep};
 pub use seccomp::refused_calls;
-pub use spec::{BindMount, FileSpec, SandboxSpec, Symlink};
+pub use spec::{BindMount, FileSpec, Network, SandboxSpec, Symlink};
 pub use system::host_system_root;
 
 /// The hidden first argument that turns the binary into the sandbox's init step.

@@ -18,7 +18,8 @@ use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupLayout, CgroupTree};
-use crate::{sys, SandboxSpec, INIT_ARG};
+use crate::network::NetworkHelper;
+use crate::{sys, Network, SandboxSpec, INIT_ARG};
 
 /// What the platform tells the init step, in order: first `Prepare`, later `Start`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,6 +84,9 @@ pub struct LauncherConfig {
     pub host_ids: std::ops::Range<u32>,
     /// A TCP address every sandbox listens on inside its own network namespace.
     pub listen: Option<SocketAddrV4>,
+    /// `pasta`, for sandboxes whose spec asks for [`Network::Outbound`]; without it they
+    /// fail to start.
+    pub network_helper: Option<PathBuf>,
     pub setup_timeout: Duration,
 }
 
@@ -192,6 +196,7 @@ impl Launcher {
                 program_pid: 0,
                 exited: None,
                 cgroup,
+                network: None,
                 _lease: lease,
             },
             control: ours,
@@ -199,6 +204,7 @@ impl Launcher {
             listener: None,
             output: Some(out_r),
             setup_timeout: self.config.setup_timeout,
+            network_helper: self.config.network_helper.clone(),
             name,
         };
         let pid = prepared.process.init.id();
@@ -253,6 +259,7 @@ struct InitProcess {
     program_pid: u32,
     exited: Option<ExitStatus>,
     cgroup: Cgroup,
+    network: Option<NetworkHelper>,
     // Declared last: dropped after the group is gone.
     _lease: IdLease,
 }
@@ -323,6 +330,7 @@ pub struct Prepared {
     listener: Option<TcpListener>,
     output: Option<OwnedFd>,
     setup_timeout: Duration,
+    network_helper: Option<PathBuf>,
     name: String,
 }
 
@@ -357,6 +365,19 @@ impl Prepared {
         Ok((msg, fd))
     }
 
+    fn start_network_helper(&self) -> Result<NetworkHelper, SandboxError> {
+        let helper = self.network_helper.as_deref().ok_or_else(|| {
+            SandboxError::Setup(
+                "outbound network asked for, but no network helper is configured".into(),
+            )
+        })?;
+        // The init step made the namespace and stays in it for the sandbox's whole life.
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", self.process.init.id()))
+            .map_err(|e| SandboxError::Setup(format!("network namespace: {e}")))?;
+        NetworkHelper::start(helper, netns.into(), self.setup_timeout)
+            .map_err(|e| SandboxError::Setup(e.to_string()))
+    }
+
     /// Applies the spec's limits to the group, then builds the root and starts the program.
     pub fn start(mut self, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         let started = Instant::now();
@@ -364,6 +385,10 @@ impl Prepared {
             .cgroup
             .apply(&spec.limits)
             .map_err(SandboxError::Cgroup)?;
+        if spec.network == Network::Outbound {
+            // Before the program starts, so its first connection already has a route.
+            self.process.network = Some(self.start_network_helper()?);
+        }
         let id = self.process._lease.id;
         self.send(&ToInit::Start {
             spec: Box::new(spec.clone()),

@@ -175,6 +175,7 @@ mod tests {
                 max_pids: 1024,
                 open_files: 1024,
             },
+            network: crate::Network::LoopbackOnly,
         }
     }
 

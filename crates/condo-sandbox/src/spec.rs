@@ -33,6 +33,18 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Memory, CPU, processes and open files.
     pub limits: ResourceLimits,
+    /// What the sandbox's network namespace reaches besides its own loopback.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// A sandbox's network: loopback only, or outbound connections through the launcher's
+/// network helper (see `network.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    #[default]
+    LoopbackOnly,
+    Outbound,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

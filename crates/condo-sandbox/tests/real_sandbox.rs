@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use condo_sandbox::{
-    host_system_root, ExitStatus, FileSpec, Launcher, LauncherConfig, ResourceLimits, Sandbox,
-    SandboxSpec, INIT_ARG,
+    host_system_root, ExitStatus, FileSpec, Launcher, LauncherConfig, Network, ResourceLimits,
+    Sandbox, SandboxSpec, INIT_ARG,
 };
 
 /// Host ids the tests' sandboxes run as.
@@ -24,7 +24,7 @@ fn main() {
         println!("real_sandbox: skipped, needs root (CI runs as root)");
         return;
     }
-    let tests: [(&str, fn()); 11] = [
+    let tests: [(&str, fn()); 12] = [
         (
             "sees_only_its_own_minimal_root",
             sees_only_its_own_minimal_root,
@@ -36,6 +36,10 @@ fn main() {
         (
             "listener_lives_in_the_sandbox_network_namespace",
             listener_lives_in_the_sandbox_network_namespace,
+        ),
+        (
+            "outbound_network_has_a_route_and_its_helper_ends_with_the_sandbox",
+            outbound_network_has_a_route_and_its_helper_ends_with_the_sandbox,
         ),
         (
             "setup_failure_is_reported_not_hung",
@@ -87,9 +91,17 @@ fn launcher_with(listen: Option<SocketAddrV4>, parent: &str, ids: u32) -> Launch
         cgroup_parent: PathBuf::from(format!("condo-test/{parent}-{}", std::process::id())),
         host_ids: FIRST_HOST_ID..FIRST_HOST_ID + ids,
         listen,
+        network_helper: pasta(),
         setup_timeout: Duration::from_secs(10),
     })
     .unwrap()
+}
+
+/// The network helper; CI installs it (Debian package passt).
+fn pasta() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("pasta"))
+        .find(|p| p.is_file())
 }
 
 fn launcher() -> Launcher {
@@ -126,6 +138,7 @@ fn spec(script: &str) -> SandboxSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         limits: limits(),
+        network: Network::LoopbackOnly,
     }
 }
 
@@ -203,6 +216,53 @@ fn listener_lives_in_the_sandbox_network_namespace() {
     }
     assert!(sb.try_wait().unwrap().is_none());
     assert!(matches!(sb.kill_and_wait(), Some(ExitStatus::Signaled(9))));
+}
+
+/// Host pids of the network helpers this test process started.
+fn our_helpers() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ..."
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            // Debian's pasta re-executes itself as passt.avx2 where the CPU has AVX2.
+            (stat.contains("(pasta") || stat.contains("(passt"))
+                && after.split_whitespace().nth(1) == Some(me.as_str())
+        })
+        .collect()
+}
+
+fn outbound_network_has_a_route_and_its_helper_ends_with_the_sandbox() {
+    assert!(
+        pasta().is_some(),
+        "pasta (Debian package passt) is not installed"
+    );
+    let routes = "cat /proc/net/route | tail -n +2; echo end-of-routes; exec sleep 30";
+    // Loopback only: no route at all.
+    let mut closed = launcher().spawn(&spec(routes)).unwrap();
+    let out = read_until(&mut closed, "end-of-routes");
+    assert!(out.trim_start().starts_with("end-of-routes"), "{out}");
+    assert!(our_helpers().is_empty());
+    drop(closed);
+
+    let mut open_spec = spec(routes);
+    open_spec.network = Network::Outbound;
+    let mut open = launcher().spawn(&open_spec).unwrap();
+    let out = read_until(&mut open, "end-of-routes");
+    // A default route (destination 00000000) through the helper's interface, ready before
+    // the program ran.
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        "{out}"
+    );
+    assert_eq!(our_helpers().len(), 1);
+    drop(open);
+    assert!(our_helpers().is_empty(), "the helper outlived its sandbox");
 }
 
 fn setup_failure_is_reported_not_hung() {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use condo_types::{FunctionConfig, FunctionName, Version};
+use condo_types::{FunctionConfig, FunctionName, Tags, Version};
 use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,8 @@ pub enum StoreError {
 }
 
 /// Schema, in order; a database is at `PRAGMA user_version` = the number of steps applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE functions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE functions (
         name TEXT PRIMARY KEY,
         next_version INTEGER NOT NULL DEFAULT 1,
         reserved_concurrency INTEGER,
@@ -63,7 +64,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE functions (
         request_id TEXT,
         tenant_id TEXT
     );
-    CREATE INDEX log_events_stream ON log_events(log_group, log_stream, timestamp_ms);"];
+    CREATE INDEX log_events_stream ON log_events(log_group, log_stream, timestamp_ms);",
+    "ALTER TABLE functions ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';",
+];
 
 /// The database handle. One connection behind a mutex: SQLite serialises writers anyway, and
 /// every statement here is short.
@@ -144,13 +147,19 @@ impl Store {
 
     // --- functions and versions ---
 
-    /// Creates a function with its `$LATEST` configuration.
-    pub fn create_function(&self, latest: &FunctionConfig, now_ms: i64) -> Result<(), StoreError> {
+    /// Creates a function with its tags and `$LATEST` configuration.
+    pub fn create_function(
+        &self,
+        latest: &FunctionConfig,
+        tags: &Tags,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tags = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.with(|c| {
             let tx = c.transaction()?;
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO functions (name, created_ms) VALUES (?1, ?2)",
-                params![latest.name.as_str(), now_ms],
+                "INSERT OR IGNORE INTO functions (name, created_ms, tags) VALUES (?1, ?2, ?3)",
+                params![latest.name.as_str(), now_ms, tags],
             )?;
             if inserted == 0 {
                 return Err(StoreError::AlreadyExists);
@@ -281,6 +290,49 @@ impl Store {
             ids.sort();
             ids.dedup();
             Ok(ids)
+        })
+    }
+
+    // --- tags ---
+
+    /// A function's tags; `None` if the function does not exist.
+    pub fn tags(&self, name: &FunctionName) -> Result<Option<Tags>, StoreError> {
+        self.with(|c| {
+            let raw: Option<String> = c
+                .query_row(
+                    "SELECT tags FROM functions WHERE name = ?1",
+                    params![name.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            raw.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+    }
+
+    /// Replaces a function's tags and, in the same transaction, its `$LATEST` configuration
+    /// when a tag changed it. Returns whether the function existed.
+    pub fn set_tags(
+        &self,
+        name: &FunctionName,
+        tags: &Tags,
+        latest: Option<&FunctionConfig>,
+    ) -> Result<bool, StoreError> {
+        let tags = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE functions SET tags = ?2 WHERE name = ?1",
+                params![name.as_str(), tags],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if let Some(latest) = latest {
+                put_version(&tx, latest)?;
+            }
+            tx.commit()?;
+            Ok(true)
         })
     }
 
@@ -531,6 +583,7 @@ mod tests {
             architecture: Architecture::X86_64,
             logging: LoggingConfig::default(),
             tenancy: None,
+            network: Default::default(),
             code_id: "ab".repeat(32),
             code_sha256: "x".into(),
             code_size: 1,
@@ -545,10 +598,14 @@ mod tests {
         let path = dir.path().join("condo.db");
         {
             let store = Store::open(&path).unwrap();
-            store.create_function(&config("b"), 1).unwrap();
-            store.create_function(&config("a"), 1).unwrap();
+            store
+                .create_function(&config("b"), &Tags::default(), 1)
+                .unwrap();
+            store
+                .create_function(&config("a"), &Tags::default(), 1)
+                .unwrap();
             assert!(matches!(
-                store.create_function(&config("a"), 1),
+                store.create_function(&config("a"), &Tags::default(), 1),
                 Err(StoreError::AlreadyExists)
             ));
             let v1 = store.publish_version(&config("a"), |_| false).unwrap();
@@ -560,6 +617,12 @@ mod tests {
             assert_eq!(again.version, Version::Published(1));
             let v2 = store.publish_version(&config("a"), |_| false).unwrap();
             assert_eq!(v2.version, Version::Published(2));
+            let team: Tags = serde_json::from_str(r#"{"team":"blue"}"#).unwrap();
+            let a = FunctionName::parse("a").unwrap();
+            assert!(store.set_tags(&a, &team, None).unwrap());
+            let nobody = FunctionName::parse("nobody").unwrap();
+            assert!(!store.set_tags(&nobody, &team, None).unwrap());
+            assert_eq!(store.tags(&nobody).unwrap(), None);
         }
         let store = Store::open(&path).unwrap();
         let names: Vec<String> = store
@@ -578,6 +641,13 @@ mod tests {
             .collect();
         assert_eq!(versions, ["$LATEST", "1", "2"]);
         let a = FunctionName::parse("a").unwrap();
+        assert_eq!(
+            store
+                .tags(&a)
+                .unwrap()
+                .and_then(|t| t.get("team").map(str::to_owned)),
+            Some("blue".to_owned())
+        );
         assert!(store.set_reserved_concurrency(&a, Some(5)).unwrap());
         assert_eq!(store.reserved_concurrency(&a).unwrap(), Some(5));
         assert!(store.delete(&a, None).unwrap());

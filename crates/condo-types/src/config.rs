@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FunctionName, Limits, Runtime, TenancyConfig, ValidationError, Version};
+use crate::{
+    FunctionName, Limits, NetworkAccess, Runtime, TenancyConfig, ValidationError, Version,
+};
 
 macro_rules! bounded {
     ($(#[$doc:meta])* $name:ident, $member:literal, $min:expr, $max:expr, $default:expr) => {
@@ -159,6 +161,10 @@ pub struct FunctionConfig {
     pub architecture: Architecture,
     pub logging: LoggingConfig,
     pub tenancy: Option<TenancyConfig>,
+    /// Set through the function's `condo:network` tag; frozen in published versions like
+    /// every other setting.
+    #[serde(default)]
+    pub network: NetworkAccess,
     /// Hex SHA-256 of the ZIP: the code store's key.
     pub code_id: String,
     /// Base64 SHA-256 of the ZIP, as `CodeSha256` shows it.

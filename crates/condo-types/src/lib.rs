@@ -8,6 +8,7 @@ mod config;
 mod limits;
 mod names;
 mod runtime;
+mod tags;
 mod tenant;
 
 pub use config::{
@@ -17,6 +18,7 @@ pub use config::{
 pub use limits::Limits;
 pub use names::{Arn, FunctionName, FunctionRef, Qualifier, Version};
 pub use runtime::{Runtime, RuntimeFamily};
+pub use tags::{NetworkAccess, Tags};
 pub use tenant::{TenancyConfig, TenantId, TenantIsolationMode};
 
 /// A value that failed validation: which member, and the constraint it broke.

@@ -61,6 +61,10 @@ pub struct DeployArgs {
     memory: Option<u32>,
     #[arg(long)]
     timeout: Option<u32>,
+    /// What the function's environments may reach: `none` (their own loopback only, the
+    /// default) or `outbound` (connections out through the host). Sets the `condo:network` tag.
+    #[arg(long, value_parser = ["none", "outbound"])]
+    network: Option<String>,
     #[arg(long, default_value = "arn:aws:iam::000000000000:role/condo-function")]
     role: String,
     #[command(flatten)]
@@ -358,6 +362,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         if args.tenant_isolation {
             body["TenancyConfig"] = serde_json::json!({ "TenantIsolationMode": "PER_TENANT" });
         }
+        if let Some(network) = &args.network {
+            body["Tags"] = serde_json::json!({ "condo:network": network });
+        }
         call(
             &args.conn,
             "POST",
@@ -378,6 +385,21 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 args.name,
                 if isolated { "in" } else { "without" }
             );
+        }
+        if let Some(network) = &args.network {
+            let arn = current["FunctionArn"].as_str().unwrap_or(&args.name);
+            let tags = serde_json::json!({ "Tags": { "condo:network": network } });
+            let tagged = call(
+                &args.conn,
+                "POST",
+                &format!("/2017-03-31/tags/{}", encode_path(arn)),
+                None,
+                &[],
+                tags.to_string().as_bytes(),
+            )?;
+            if tagged.status >= 300 {
+                bail!("{}", tagged.error());
+            }
         }
         let mut config = serde_json::json!({ "Runtime": args.runtime });
         if let Some(h) = &args.handler {

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Empty sandboxes kept ready ahead of demand, so cold starts skip their set-up.
     #[arg(long, default_value_t = 4)]
     prepared_sandboxes: usize,
+    /// The `pasta` binary (Debian package `passt`) that gives functions tagged
+    /// `condo:network=outbound` their connections. Default: `pasta` on PATH, if there is one.
+    #[arg(long)]
+    network_helper: Option<PathBuf>,
 }
 
 pub const ACCOUNT_ID: &str = "000000000000";
@@ -62,6 +66,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, data_dir, credentials))
+}
+
+/// The configured helper (which must exist), or `pasta` from PATH, or none.
+fn network_helper(configured: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = configured {
+        if !path.is_file() {
+            anyhow::bail!("--network-helper {}: no such file", path.display());
+        }
+        return Ok(Some(path));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("pasta"))
+            .find(|candidate| candidate.is_file())
+    });
+    match &found {
+        Some(path) => tracing::info!("outbound network helper: {}", path.display()),
+        None => tracing::info!(
+            "no pasta on PATH: functions tagged condo:network=outbound will be refused"
+        ),
+    }
+    Ok(found)
 }
 
 fn nix_is_root() -> bool {
@@ -97,6 +123,7 @@ async fn serve(
         init_program: PathBuf::from("/proc/self/exe"),
         sandbox_host_id_base: args.sandbox_host_id_base,
         prepared_sandboxes: args.prepared_sandboxes,
+        network_helper: network_helper(args.network_helper.clone())?,
         async_retry_delays: delays,
     })
     .context("starting the engine")?;

@@ -163,3 +163,17 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) ->
         }
     }
 }
+
+/// Makes the process `cmd` starts receive SIGKILL when the calling thread ends, so a helper
+/// never outlives the platform that started it.
+pub(crate) fn die_with_parent_thread(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes one async-signal-safe syscall
+    // (prctl); it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)
+        });
+    }
+}
