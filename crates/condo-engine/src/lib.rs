@@ -297,7 +297,7 @@ async fn reaper(shared: std::sync::Weak<EngineShared>) {
 
 /// The cgroup under which this instance's sandboxes live: one per data directory, so a restart
 /// finds (and removes) what a crash of the same instance left, and never touches another's.
-fn cgroup_parent(data_dir: &std::path::Path) -> PathBuf {
+pub fn cgroup_parent(data_dir: &std::path::Path) -> PathBuf {
     use sha2::Digest;
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
     let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());

@@ -108,6 +108,18 @@ impl Answer {
 /// Keys to sign with: `CONDO_*` variables, else the pair kept in the server's data directory,
 /// else the shell's `AWS_*` variables. The data directory comes before `AWS_*` so that `condo env`
 /// never hands out some other account's keys for this server.
+/// A server's `credentials.json`.
+pub fn parse_credentials(text: &str) -> anyhow::Result<sigv4::Credentials> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    match (v["AccessKeyId"].as_str(), v["SecretAccessKey"].as_str()) {
+        (Some(id), Some(secret)) => Ok(sigv4::Credentials {
+            access_key_id: id.into(),
+            secret_access_key: secret.into(),
+        }),
+        _ => bail!("malformed credentials"),
+    }
+}
+
 pub fn credentials(conn: &Connection) -> anyhow::Result<sigv4::Credentials> {
     let from_env = |id: &str, secret: &str| match (std::env::var(id), std::env::var(secret)) {
         (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some(sigv4::Credentials {
@@ -125,15 +137,7 @@ pub fn credentials(conn: &Connection) -> anyhow::Result<sigv4::Credentials> {
         .unwrap_or_else(crate::default_data_dir);
     let path = dir.join("credentials.json");
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            match (v["AccessKeyId"].as_str(), v["SecretAccessKey"].as_str()) {
-                (Some(id), Some(secret)) => {
-                    Ok(sigv4::Credentials { access_key_id: id.into(), secret_access_key: secret.into() })
-                }
-                _ => bail!("{} is malformed", path.display()),
-            }
-        }
+        Ok(text) => parse_credentials(&text).with_context(|| format!("{}", path.display())),
         Err(e) => from_env("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
             anyhow::anyhow!(
                 "no credentials: set CONDO_ACCESS_KEY_ID/CONDO_SECRET_ACCESS_KEY, or point --data-dir at the server's data directory ({}: {e})",

@@ -5,8 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod client;
 mod load;
+mod loadgen;
 mod serve;
 
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ enum Command {
     Deploy(client::DeployArgs),
     /// Invoke a function under load and print latency percentiles and throughput.
     Load(load::LoadArgs),
+    /// Benchmark condo against its peers on this machine and write a report (needs root).
+    Bench(bench::BenchArgs),
 }
 
 /// Default data directory: `$XDG_DATA_HOME/condo`, else `~/.local/share/condo`.
@@ -64,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::Functions(conn) => client::functions(conn),
         Command::Deploy(args) => client::deploy(args),
         Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
