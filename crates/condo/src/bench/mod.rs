@@ -385,7 +385,7 @@ async fn churn(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
         "errors": r.errors,
         "peak_environments": samples.peak_environments,
         "peak_platform_rss_mb": samples.peak_platform_rss_mb,
-        "peak_total_memory_mb": samples.peak_sandbox_memory_mb + samples.peak_platform_rss_mb,
+        "peak_total_memory_mb": ((samples.peak_sandbox_memory_mb + samples.peak_platform_rss_mb) * 10.0).round() / 10.0,
         "environments_started": r.cold_phases.len(),
         "environments_reaped_or_evicted": r.cold_phases.len().saturating_sub(server.environments()),
     }))
