@@ -496,9 +496,10 @@ def invoke_json(client, name: str, payload: dict | None = None, **kwargs) -> tup
     return json.loads(body), resp
 
 
-def error_of(excinfo) -> tuple[int, str, str]:
-    """(HTTP status, error code, message) of a botocore ClientError."""
-    err = excinfo.value.response
+def error_of(error) -> tuple[int, str, str]:
+    """(HTTP status, error code, message) of a botocore ClientError, given either the error
+    itself or the `pytest.raises` record of one."""
+    err = getattr(error, "value", error).response
     return (err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"].get("Message", ""))
 
 

@@ -107,6 +107,9 @@ impl CargoLambda {
             let status = Command::new("cargo")
                 .args(["install", "cargo-lambda", "--locked", "--quiet", "--root"])
                 .arg(&tools)
+                // A kept build directory lets an interrupted install resume where it stopped.
+                .arg("--target-dir")
+                .arg(tools.join("install-build"))
                 .status()
                 .context("running cargo install")?;
             if !status.success() || !binary.is_file() {
