@@ -32,13 +32,12 @@ pub(crate) async fn authenticate(
     req: Request,
     next: Next,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
     let mut resp = match check(&state, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     };
     if !resp.headers().contains_key("x-amzn-requestid") {
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
             resp.headers_mut().insert("x-amzn-requestid", v);
         }
     }

@@ -190,7 +190,7 @@ impl Environment {
             phase = api.initialized() => phase,
             _ = exit.exited() => Phase::Initializing,
             _ = tokio::time::sleep(Duration::from_secs(Limits::INIT_TIMEOUT_SECS)) => {
-                capture.sync().await;
+                capture.sync();
                 return Err(StartError::Function(FunctionError::new(
                     "Sandbox.Timedout",
                     &format!("INIT_REPORT Init Duration: {} ms Phase: init Status: timeout", Limits::INIT_TIMEOUT_SECS * 1000),
@@ -221,14 +221,14 @@ impl Environment {
                 Ok(env)
             }
             Phase::InitError { body, error_type } => {
-                env.capture.sync().await;
+                env.capture.sync();
                 let error_type = error_type
                     .or_else(|| error_type_of(&body))
                     .unwrap_or_else(|| "Runtime.Unknown".into());
                 Err(StartError::Function(FunctionError { error_type, body }))
             }
             Phase::Initializing => {
-                env.capture.sync().await;
+                env.capture.sync();
                 let status = env.sandbox.try_wait().ok().flatten();
                 Err(StartError::Function(FunctionError::new(
                     env.exit_error_type(),
@@ -292,7 +292,7 @@ impl Environment {
             // Stop it now so that a runaway cannot keep working after its invocation ended.
             self.sandbox.kill();
         }
-        self.capture.sync().await;
+        self.capture.sync();
         if let Err(e) = &result {
             if !healthy {
                 self.capture

@@ -57,7 +57,10 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let config = self.resolve(&req)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        // From the thread's generator: `new_v4` would make a getrandom call per invocation.
+        let request_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string();
         let span = tracing::info_span!("invoke", request_id = %request_id, function = %req.function,
             tenant = req.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"));
         let shared = self.shared.clone();

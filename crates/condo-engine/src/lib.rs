@@ -272,6 +272,7 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shared.spawner.stop().await;
+        self.shared.logs.flush().await;
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -292,6 +293,7 @@ impl CgroupTree {
         let group = Cgroup {
             layout: self.layout.clone(),
             relative: self.parent.join(name),
+            peak_file: OnceLock::new(),
         };
         for dir in group.dirs() {
             match std::fs::create_dir(&dir) {
@@ -332,6 +334,7 @@ impl CgroupTree {
             let group = Cgroup {
                 layout: self.layout.clone(),
                 relative: self.parent.join(name),
+                peak_file: OnceLock::new(),
             };
             group.kill_all();
             group.remove()?;
@@ -359,6 +362,9 @@ impl CgroupTree {
 pub struct Cgroup {
     layout: CgroupLayout,
     relative: PathBuf,
+    /// The peak-memory file, opened on first use: it is read after every invocation, and one
+    /// `pread` costs a third of an open, read and close.
+    peak_file: OnceLock<Option<std::fs::File>>,
 }
 
 impl Cgroup {
@@ -415,16 +421,22 @@ impl Cgroup {
 
     /// The group's peak memory use, in bytes.
     pub fn memory_peak(&self) -> Option<u64> {
-        let file = if self.layout.is_v2() {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        std::fs::read_to_string(self.file(Controller::Memory, file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        use std::os::unix::fs::FileExt;
+        let file = self
+            .peak_file
+            .get_or_init(|| {
+                let name = if self.layout.is_v2() {
+                    "memory.peak"
+                } else {
+                    "memory.max_usage_in_bytes"
+                };
+                std::fs::File::open(self.file(Controller::Memory, name)).ok()
+            })
+            .as_ref()?;
+        // Reading from offset 0 makes the kernel render the value afresh.
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     /// Host pids of every process in the group.

@@ -24,7 +24,7 @@ fn main() {
         println!("real_sandbox: skipped, needs root (CI runs as root)");
         return;
     }
-    let tests: [(&str, fn()); 12] = [
+    let tests: [(&str, fn()); 13] = [
         (
             "sees_only_its_own_minimal_root",
             sees_only_its_own_minimal_root,
@@ -56,6 +56,10 @@ fn main() {
         (
             "memory_limit_ends_in_an_oom_kill",
             memory_limit_ends_in_an_oom_kill,
+        ),
+        (
+            "memory_peak_is_read_afresh_each_time",
+            memory_peak_is_read_afresh_each_time,
         ),
         (
             "process_limit_caps_a_fork_bomb",
@@ -371,6 +375,49 @@ fn memory_limit_ends_in_an_oom_kill() {
     assert!(sb.oom_killed());
     let peak = sb.memory_peak_bytes().unwrap();
     assert!(peak <= 48 << 20, "peak {peak}");
+}
+
+/// The peak-memory file stays open between reads; each read must still see the current peak.
+fn memory_peak_is_read_afresh_each_time() {
+    let mut sb = launcher()
+        .spawn(&spec(
+            "exec python3 -I -c '
+import signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+a = b\"x\" * (8 << 20)
+print(\"one\", flush=True)
+signal.sigwait({signal.SIGUSR1})
+b = b\"y\" * (64 << 20)
+print(\"two\", flush=True)
+signal.sigwait({signal.SIGUSR1})
+'",
+        ))
+        .unwrap();
+    let mut pipe = std::fs::File::from(sb.take_output().unwrap());
+    let mut wait_for = |marker: &str| {
+        let mut out = String::new();
+        let mut buf = [0u8; 256];
+        while !out.contains(marker) {
+            let n = pipe.read(&mut buf).unwrap();
+            assert!(n > 0, "output ended before {marker:?}: {out}");
+            out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let usr1 = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sb.program_pid() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap()
+    };
+    wait_for("one");
+    let before = sb.memory_peak_bytes().unwrap();
+    usr1();
+    wait_for("two");
+    let after = sb.memory_peak_bytes().unwrap();
+    assert!(before >= 8 << 20, "peak {before}");
+    assert!(after >= before + (60 << 20), "peak {before} then {after}");
+    sb.kill_and_wait();
 }
 
 fn process_limit_caps_a_fork_bomb() {
