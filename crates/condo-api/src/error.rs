@@ -148,6 +148,10 @@ impl From<EngineError> for ApiError {
                         "HostEnvironmentLimitExceeded",
                         "Rate exceeded: this host runs as many execution environments as it is configured to, and none is idle.",
                     ),
+                    Throttle::TenantConcurrencyLimitExceeded => (
+                        "TenantConcurrencyLimitExceeded",
+                        "Rate exceeded: this tenant has as many invocations in flight as the function's condo:tenant-max-concurrency tag allows.",
+                    ),
                 };
                 let mut err = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,

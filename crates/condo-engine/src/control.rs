@@ -5,8 +5,8 @@ use std::sync::Arc;
 use condo_store::{CodeError, StoreError, StoredCode};
 use condo_types::{
     Architecture, EnvironmentVariables, FunctionConfig, FunctionName, LoggingConfig, MemorySize,
-    NetworkAccess, Qualifier, Runtime, RuntimeFamily, Tags, TenancyConfig, Timeout, TmpSize,
-    Version,
+    NetworkAccess, Qualifier, Runtime, RuntimeFamily, TagSettings, Tags, TenancyConfig, Timeout,
+    TmpSize, Version, TENANT_CONCURRENCY_TAG,
 };
 
 use crate::runtimes::RESERVED_VARIABLES;
@@ -82,7 +82,7 @@ impl Engine {
         if let Some(env) = &s.environment {
             check_reserved(env)?;
         }
-        let network = self.network_access(&req.tags)?;
+        let settings = self.tag_settings(&req.tags, req.tenancy.is_some())?;
         if self
             .shared
             .store
@@ -106,7 +106,7 @@ impl Engine {
             architecture: s.architecture.unwrap_or_default(),
             logging: s.logging.clone().unwrap_or_default(),
             tenancy: req.tenancy,
-            network,
+            network: settings.network,
             code_id: code.code_id,
             code_sha256: code.sha256_base64,
             code_size: code.zip_size,
@@ -123,6 +123,7 @@ impl Engine {
             }
             other => other?,
         }
+        self.apply_tenant_cap(&req.name, settings.tenant_max_concurrency);
         if req.publish {
             return self.publish_version(&req.name, None, None).await;
         }
@@ -304,6 +305,7 @@ impl Engine {
         if version.is_none() {
             if let Ok(mut p) = self.shared.pool.lock() {
                 p.set_reserved(name, None);
+                p.set_tenant_cap(name, None);
             }
         }
         self.collect_code_garbage();
@@ -335,11 +337,11 @@ impl Engine {
     }
 
     fn replace_tags(&self, name: &FunctionName, tags: Tags) -> Result<(), EngineError> {
-        let network = self.network_access(&tags)?;
         let current = self.function(name, None)?;
-        let latest = (current.network != network).then(|| {
+        let settings = self.tag_settings(&tags, current.is_per_tenant())?;
+        let latest = (current.network != settings.network).then(|| {
             let mut next = (*current).clone();
-            next.network = network;
+            next.network = settings.network;
             next.last_modified = now_iso();
             next.revision_id = new_revision();
             next
@@ -350,21 +352,36 @@ impl Engine {
         if latest.is_some() {
             self.forget(name);
         }
+        self.apply_tenant_cap(name, settings.tenant_max_concurrency);
         Ok(())
     }
 
-    /// The network access tags ask for, refused up front when this host cannot provide it.
-    fn network_access(&self, tags: &Tags) -> Result<NetworkAccess, EngineError> {
-        let network = tags
+    pub(crate) fn apply_tenant_cap(&self, name: &FunctionName, cap: Option<u32>) {
+        if let Ok(mut p) = self.shared.pool.lock() {
+            p.set_tenant_cap(name, cap);
+        }
+    }
+
+    /// What condo's tags ask for, refused up front when this host cannot provide it or the
+    /// function cannot use it.
+    fn tag_settings(&self, tags: &Tags, per_tenant: bool) -> Result<TagSettings, EngineError> {
+        let settings = tags
             .check_settable()
             .map_err(EngineError::InvalidParameter)?;
-        if network == NetworkAccess::Outbound && self.shared.config.network_helper.is_none() {
+        if settings.tenant_max_concurrency.is_some() && !per_tenant {
+            return Err(EngineError::InvalidParameter(format!(
+                "The {TENANT_CONCURRENCY_TAG} tag applies only to functions in tenant isolation mode (TenancyConfig.TenantIsolationMode PER_TENANT)"
+            )));
+        }
+        if settings.network == NetworkAccess::Outbound
+            && self.shared.config.network_helper.is_none()
+        {
             return Err(EngineError::InvalidParameter(format!(
                 "{}=outbound needs the pasta network helper (Debian package passt) on this host",
                 NetworkAccess::TAG
             )));
         }
-        Ok(network)
+        Ok(settings)
     }
 
     pub fn reserved_concurrency(&self, name: &FunctionName) -> Result<Option<u32>, EngineError> {

@@ -105,7 +105,7 @@ async fn run(
                 }
                 Err(failure) => {
                     if let Ok(mut p) = shared.pool.lock() {
-                        p.cold_start_failed(&key.function);
+                        p.cold_start_failed(&key);
                     }
                     return match failure {
                         StartError::Function(error) => Ok(InvokeResponse {

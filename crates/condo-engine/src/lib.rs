@@ -200,6 +200,15 @@ impl Engine {
                 pool.set_reserved(&name, Some(n));
             }
         }
+        for (name, tags) in store.all_tags()? {
+            let cap = tags
+                .check_settable()
+                .ok()
+                .and_then(|s| s.tenant_max_concurrency);
+            if let (Ok(name), Some(cap)) = (FunctionName::parse(&name), cap) {
+                pool.set_tenant_cap(&name, Some(cap));
+            }
+        }
         let shared = Arc::new(EngineShared {
             spawner: spawner::Spawner::start(launcher, config.prepared_sandboxes)
                 .map_err(|e| internal("start sandbox spawner", e))?,

@@ -38,6 +38,9 @@ pub enum Throttle {
     TenantEnvironmentLimitExceeded,
     /// The host holds as many environments as it is configured to, and none is idle.
     HostEnvironmentLimitExceeded,
+    /// This tenant has as many invocations of the function in flight as the function allows
+    /// one tenant (`condo:tenant-max-concurrency`); other tenants are unaffected.
+    TenantConcurrencyLimitExceeded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,10 @@ pub struct Pool<E> {
     in_flight: u32,
     per_function: HashMap<FunctionName, FunctionCounts>,
     reserved: HashMap<FunctionName, u32>,
+    /// Invocations one tenant may have in flight, for functions that cap it.
+    tenant_caps: HashMap<FunctionName, u32>,
+    /// In-flight invocations per tenant, for functions that cap it (no entry at zero).
+    tenant_in_flight: HashMap<(FunctionName, TenantId), u32>,
 }
 
 impl<E: Pooled> Pool<E> {
@@ -101,7 +108,17 @@ impl<E: Pooled> Pool<E> {
             in_flight: 0,
             per_function: HashMap::new(),
             reserved: HashMap::new(),
+            tenant_caps: HashMap::new(),
+            tenant_in_flight: HashMap::new(),
         }
+    }
+
+    /// Sets (or with `None` removes) how many invocations one tenant may have in flight.
+    pub fn set_tenant_cap(&mut self, function: &FunctionName, cap: Option<u32>) {
+        match cap {
+            Some(n) => self.tenant_caps.insert(function.clone(), n),
+            None => self.tenant_caps.remove(function),
+        };
     }
 
     pub fn set_reserved(&mut self, function: &FunctionName, reserved: Option<u32>) {
@@ -131,8 +148,18 @@ impl<E: Pooled> Pool<E> {
                 Throttle::ConcurrentInvocationLimitExceeded
             });
         }
+        if let (Some(tenant), Some(&cap)) = (&key.tenant, self.tenant_caps.get(&key.function)) {
+            let busy = self
+                .tenant_in_flight
+                .get(&(key.function.clone(), tenant.clone()))
+                .copied()
+                .unwrap_or(0);
+            if busy >= cap {
+                return Err(Throttle::TenantConcurrencyLimitExceeded);
+            }
+        }
         if let Some(env) = self.take_idle(key) {
-            self.admit(&key.function);
+            self.admit(key);
             return Ok(Checkout::Warm(env));
         }
         let mut evicted = Vec::new();
@@ -156,7 +183,7 @@ impl<E: Pooled> Pool<E> {
                 None => return Err(Throttle::HostEnvironmentLimitExceeded),
             }
         }
-        self.admit(&key.function);
+        self.admit(key);
         self.per_function
             .entry(key.function.clone())
             .or_default()
@@ -168,7 +195,7 @@ impl<E: Pooled> Pool<E> {
     /// an unhealthy one is returned to the caller to be stopped.
     pub fn release(&mut self, env: E, healthy: bool, now: Instant) -> Option<E> {
         let function = env.key().function.clone();
-        self.finish(&function);
+        self.finish(env.key());
         if healthy {
             let key = env.key().clone();
             self.idle_order.push_back((key.clone(), now));
@@ -184,9 +211,9 @@ impl<E: Pooled> Pool<E> {
     }
 
     /// A cold start that never produced an environment.
-    pub fn cold_start_failed(&mut self, function: &FunctionName) {
-        self.finish(function);
-        self.forget_environment(function);
+    pub fn cold_start_failed(&mut self, key: &PoolKey) {
+        self.finish(key);
+        self.forget_environment(&key.function);
     }
 
     /// Removes idle environments unused for `max_idle` and returns them to be stopped.
@@ -230,18 +257,35 @@ impl<E: Pooled> Pool<E> {
         u32::try_from(cap).unwrap_or(u32::MAX).max(1)
     }
 
-    fn admit(&mut self, function: &FunctionName) {
+    fn admit(&mut self, key: &PoolKey) {
         self.in_flight += 1;
         self.per_function
-            .entry(function.clone())
+            .entry(key.function.clone())
             .or_default()
             .in_flight += 1;
+        if let Some(tenant) = &key.tenant {
+            if self.tenant_caps.contains_key(&key.function) {
+                *self
+                    .tenant_in_flight
+                    .entry((key.function.clone(), tenant.clone()))
+                    .or_default() += 1;
+            }
+        }
     }
 
-    fn finish(&mut self, function: &FunctionName) {
+    fn finish(&mut self, key: &PoolKey) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(c) = self.per_function.get_mut(function) {
+        if let Some(c) = self.per_function.get_mut(&key.function) {
             c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        if let Some(tenant) = &key.tenant {
+            let entry = (key.function.clone(), tenant.clone());
+            if let Some(n) = self.tenant_in_flight.get_mut(&entry) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tenant_in_flight.remove(&entry);
+                }
+            }
         }
     }
 
@@ -409,6 +453,36 @@ mod tests {
                 prop_assert!(pool.in_flight() <= 4);
             }
         }
+    }
+
+    #[test]
+    fn a_tenant_cap_throttles_only_that_tenant() {
+        let mut pool: Pool<Recorder> = Pool::new(PoolLimits::default());
+        let f = FunctionName::parse("f").unwrap();
+        pool.set_tenant_cap(&f, Some(2));
+        let noisy = key("f", Some("Noisy"));
+        let quiet = key("f", Some("Quiet"));
+        let env = |k: &PoolKey| Recorder {
+            key: k.clone(),
+            served: vec![],
+        };
+        assert!(pool.checkout(&noisy).is_ok());
+        assert!(pool.checkout(&noisy).is_ok());
+        assert_eq!(
+            pool.checkout(&noisy).err(),
+            Some(Throttle::TenantConcurrencyLimitExceeded)
+        );
+        // Another tenant of the same function still gets in.
+        assert!(pool.checkout(&quiet).is_ok());
+        // A finished invocation frees a place, warm or failed cold start alike.
+        assert!(pool.release(env(&noisy), true, Instant::now()).is_none());
+        assert!(matches!(pool.checkout(&noisy), Ok(Checkout::Warm(_))));
+        pool.cold_start_failed(&noisy);
+        assert!(pool.checkout(&noisy).is_ok());
+        assert_eq!(pool.in_flight(), 3);
+        // Without the cap the tenant may use the function's whole concurrency.
+        pool.set_tenant_cap(&f, None);
+        assert!(pool.checkout(&noisy).is_ok());
     }
 
     #[test]

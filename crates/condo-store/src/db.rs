@@ -310,6 +310,23 @@ impl Store {
         })
     }
 
+    /// Every function that has tags, with them (read at start-up for the settings tags carry).
+    pub fn all_tags(&self) -> Result<Vec<(String, Tags)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT name, tags FROM functions WHERE tags != '{}'")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, raw) = row?;
+                let tags =
+                    serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                out.push((name, tags));
+            }
+            Ok(out)
+        })
+    }
+
     /// Replaces a function's tags and, in the same transaction, its `$LATEST` configuration
     /// when a tag changed it. Returns whether the function existed.
     pub fn set_tags(
@@ -623,6 +640,7 @@ mod tests {
             let nobody = FunctionName::parse("nobody").unwrap();
             assert!(!store.set_tags(&nobody, &team, None).unwrap());
             assert_eq!(store.tags(&nobody).unwrap(), None);
+            assert_eq!(store.all_tags().unwrap(), [("a".to_string(), team)]);
         }
         let store = Store::open(&path).unwrap();
         let names: Vec<String> = store

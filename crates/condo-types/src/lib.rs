@@ -18,7 +18,7 @@ pub use config::{
 pub use limits::Limits;
 pub use names::{Arn, FunctionName, FunctionRef, Qualifier, Version};
 pub use runtime::{Runtime, RuntimeFamily};
-pub use tags::{NetworkAccess, Tags};
+pub use tags::{NetworkAccess, TagSettings, Tags, MAX_TENANT_CONCURRENCY, TENANT_CONCURRENCY_TAG};
 pub use tenant::{TenancyConfig, TenantId, TenantIsolationMode};
 
 /// A value that failed validation: which member, and the constraint it broke.

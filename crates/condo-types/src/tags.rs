@@ -1,5 +1,6 @@
-//! Function tags, and the one condo setting that standard tools can only reach through a tag:
-//! whether a function's environments may open connections to the outside.
+//! Function tags, and the condo settings that standard tools can only reach through a tag:
+//! whether a function's environments may open connections to the outside, and how many
+//! invocations one tenant may have in flight.
 
 use std::collections::BTreeMap;
 
@@ -53,8 +54,9 @@ impl Tags {
     }
 
     /// What a well-formed set of tags may still not say: keys in the reserved `aws:` space,
-    /// or a `condo:network` value condo does not know.
-    pub fn check_settable(&self) -> Result<NetworkAccess, String> {
+    /// or a value of one of condo's own tags that condo does not know. Returns what condo's
+    /// tags ask for.
+    pub fn check_settable(&self) -> Result<TagSettings, String> {
         if let Some(key) = self
             .0
             .keys()
@@ -64,7 +66,10 @@ impl Tags {
                 "Tag key {key}: keys starting with aws: are reserved for AWS use"
             ));
         }
-        NetworkAccess::from_tags(self)
+        Ok(TagSettings {
+            network: NetworkAccess::from_tags(self)?,
+            tenant_max_concurrency: tenant_max_concurrency(self)?,
+        })
     }
 
     /// These tags with `other` added (replacing values of the same keys), validated again.
@@ -101,6 +106,33 @@ impl<'de> Deserialize<'de> for Tags {
         let raw = BTreeMap::<String, String>::deserialize(d)?;
         // The constraint alone: the API layer names the member and the value.
         Tags::new(raw).map_err(|e| serde::de::Error::custom(e.constraint))
+    }
+}
+
+/// What condo's own tags ask of a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TagSettings {
+    pub network: NetworkAccess,
+    /// Invocations one tenant may have in flight at once (tenant isolation mode only).
+    pub tenant_max_concurrency: Option<u32>,
+}
+
+/// The tag that caps one tenant's invocations in flight: a whole number from 1 to
+/// [`MAX_TENANT_CONCURRENCY`]. Without it a tenant may use all of the function's concurrency.
+pub const TENANT_CONCURRENCY_TAG: &str = "condo:tenant-max-concurrency";
+pub const MAX_TENANT_CONCURRENCY: u32 = 1000;
+
+fn tenant_max_concurrency(tags: &Tags) -> Result<Option<u32>, String> {
+    let Some(value) = tags.get(TENANT_CONCURRENCY_TAG) else {
+        return Ok(None);
+    };
+    match value.parse::<u32>() {
+        Ok(n) if (1..=MAX_TENANT_CONCURRENCY).contains(&n) && !value.starts_with('+') => {
+            Ok(Some(n))
+        }
+        _ => Err(format!(
+            "The {TENANT_CONCURRENCY_TAG} tag must be a whole number from 1 to {MAX_TENANT_CONCURRENCY}, not {value}"
+        )),
     }
 }
 
@@ -162,18 +194,41 @@ mod tests {
         assert!(Tags::new(many.into_iter().collect()).is_err());
     }
 
+    fn network(t: &Tags) -> Result<NetworkAccess, String> {
+        t.check_settable().map(|s| s.network)
+    }
+
     #[test]
     fn network_tag() {
         let none = tags(&[]).unwrap();
-        assert_eq!(none.check_settable(), Ok(NetworkAccess::None));
+        assert_eq!(network(&none), Ok(NetworkAccess::None));
         let on = tags(&[("condo:network", "outbound")]).unwrap();
-        assert_eq!(on.check_settable(), Ok(NetworkAccess::Outbound));
+        assert_eq!(network(&on), Ok(NetworkAccess::Outbound));
         assert!(tags(&[("condo:network", "yes")])
             .unwrap()
             .check_settable()
             .is_err());
         let off = on.without(["condo:network"]);
-        assert_eq!(off.check_settable(), Ok(NetworkAccess::None));
+        assert_eq!(network(&off), Ok(NetworkAccess::None));
         assert!(none.merged(&tags(&[("x", "y")]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn tenant_concurrency_tag() {
+        let cap = |v: &str| {
+            tags(&[(TENANT_CONCURRENCY_TAG, v)])
+                .unwrap()
+                .check_settable()
+                .map(|s| s.tenant_max_concurrency)
+        };
+        assert_eq!(cap("1"), Ok(Some(1)));
+        assert_eq!(cap("1000"), Ok(Some(1000)));
+        for bad in ["0", "1001", "-1", "+2", "two", "", " 3", "4294967296"] {
+            assert!(cap(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            tags(&[]).unwrap().check_settable(),
+            Ok(TagSettings::default())
+        );
     }
 }

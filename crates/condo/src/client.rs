@@ -65,10 +65,32 @@ pub struct DeployArgs {
     /// default) or `outbound` (connections out through the host). Sets the `condo:network` tag.
     #[arg(long, value_parser = ["none", "outbound"])]
     network: Option<String>,
+    /// Invocations one tenant may have in flight at once (tenant isolation mode), so a noisy
+    /// tenant cannot take the whole function. Sets the `condo:tenant-max-concurrency` tag.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    tenant_max_concurrency: Option<u32>,
     #[arg(long, default_value = "arn:aws:iam::000000000000:role/condo-function")]
     role: String,
     #[command(flatten)]
     conn: Connection,
+}
+
+/// The condo tags the deploy flags ask for.
+fn condo_tags(args: &DeployArgs) -> serde_json::Map<String, serde_json::Value> {
+    let mut tags = serde_json::Map::new();
+    if let Some(network) = &args.network {
+        tags.insert(
+            condo_types::NetworkAccess::TAG.into(),
+            network.clone().into(),
+        );
+    }
+    if let Some(cap) = args.tenant_max_concurrency {
+        tags.insert(
+            condo_types::TENANT_CONCURRENCY_TAG.into(),
+            cap.to_string().into(),
+        );
+    }
+    tags
 }
 
 struct Answer {
@@ -366,8 +388,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         if args.tenant_isolation {
             body["TenancyConfig"] = serde_json::json!({ "TenantIsolationMode": "PER_TENANT" });
         }
-        if let Some(network) = &args.network {
-            body["Tags"] = serde_json::json!({ "condo:network": network });
+        let tags = condo_tags(&args);
+        if !tags.is_empty() {
+            body["Tags"] = tags.into();
         }
         call(
             &args.conn,
@@ -390,9 +413,10 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 if isolated { "in" } else { "without" }
             );
         }
-        if let Some(network) = &args.network {
+        let tags = condo_tags(&args);
+        if !tags.is_empty() {
             let arn = current["FunctionArn"].as_str().unwrap_or(&args.name);
-            let tags = serde_json::json!({ "Tags": { "condo:network": network } });
+            let tags = serde_json::json!({ "Tags": tags });
             let tagged = call(
                 &args.conn,
                 "POST",

@@ -1,0 +1,100 @@
+"""Per-tenant concurrency caps: the `condo:tenant-max-concurrency` tag keeps one tenant of a
+tenant-isolated function from taking the function's whole concurrency; its other tenants keep
+running. Set and cleared with the stock TagResource / UntagResource, kept across a restart."""
+
+import threading
+import time
+
+import botocore.exceptions
+import pytest
+
+from conftest import error_of, invoke_json, probe_zip
+
+TAG = "condo:tenant-max-concurrency"
+
+
+def outcome(lambda_client, name, tenant, payload=None):
+    """'ok', or the throttle reason of a TooManyRequestsException."""
+    try:
+        invoke_json(lambda_client, name, payload or {"op": "count"}, TenantId=tenant)
+        return "ok"
+    except botocore.exceptions.ClientError as e:
+        assert error_of(e)[:2] == (429, "TooManyRequestsException"), e.response
+        return e.response.get("Reason")
+
+
+def hold(lambda_client, name, tenant, seconds):
+    """Starts an invocation of `tenant` that stays in flight for `seconds`; returns its thread."""
+    def run():
+        invoke_json(lambda_client, name, {"op": "sleep", "seconds": seconds}, TenantId=tenant)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_until_throttled(lambda_client, name, tenant, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = outcome(lambda_client, name, tenant)
+        if result != "ok":
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{tenant} was never throttled")
+
+
+def test_a_capped_tenant_is_throttled_while_other_tenants_run(lambda_client, make_function, condo):
+    fn = make_function(probe_zip(), tenancy=True, Timeout=60, Tags={TAG: "1"})
+    name = fn["FunctionName"]
+    assert lambda_client.list_tags(Resource=fn["FunctionArn"])["Tags"] == {TAG: "1"}
+
+    held = hold(lambda_client, name, "Noisy", 6)
+    assert wait_until_throttled(lambda_client, name, "Noisy") == "TenantConcurrencyLimitExceeded"
+    # The cap is per tenant: another tenant of the same function is served meanwhile.
+    assert outcome(lambda_client, name, "Quiet") == "ok"
+    assert outcome(lambda_client, name, "Noisy") == "TenantConcurrencyLimitExceeded"
+    held.join()
+    assert outcome(lambda_client, name, "Noisy") == "ok"
+
+    # Raised to 2: one invocation in flight no longer throttles the tenant.
+    lambda_client.tag_resource(Resource=fn["FunctionArn"], Tags={TAG: "2"})
+    held = hold(lambda_client, name, "Noisy", 4)
+    time.sleep(1)
+    assert outcome(lambda_client, name, "Noisy") == "ok"
+    held.join()
+
+    # Kept across a restart.
+    lambda_client.tag_resource(Resource=fn["FunctionArn"], Tags={TAG: "1"})
+    condo.restart()
+    held = hold(lambda_client, name, "Noisy", 6)
+    assert wait_until_throttled(lambda_client, name, "Noisy") == "TenantConcurrencyLimitExceeded"
+    held.join()
+
+    # Removed: the tenant may use the function's concurrency again.
+    lambda_client.untag_resource(Resource=fn["FunctionArn"], TagKeys=[TAG])
+    held = hold(lambda_client, name, "Noisy", 4)
+    time.sleep(1)
+    assert outcome(lambda_client, name, "Noisy") == "ok"
+    held.join()
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "-1", "two", "", "1.5"])
+def test_bad_cap_values_are_refused(value, lambda_client, make_function):
+    fn = make_function(probe_zip(), tenancy=True)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lambda_client.tag_resource(Resource=fn["FunctionArn"], Tags={TAG: value})
+    status, code, message = error_of(e)
+    assert (status, code) == (400, "InvalidParameterValueException"), message
+    assert TAG in message
+    assert lambda_client.list_tags(Resource=fn["FunctionArn"])["Tags"] == {}
+
+
+def test_the_cap_needs_tenant_isolation_mode(lambda_client, make_function, unique_name):
+    shared = make_function(probe_zip())
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lambda_client.tag_resource(Resource=shared["FunctionArn"], Tags={TAG: "2"})
+    status, code, message = error_of(e)
+    assert (status, code) == (400, "InvalidParameterValueException"), message
+    assert "tenant isolation" in message
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        make_function(probe_zip(), name=unique_name("created"), Tags={TAG: "2"})
+    assert error_of(e)[:2] == (400, "InvalidParameterValueException")
