@@ -391,17 +391,47 @@ async fn churn(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     }))
 }
 
+/// Invocations the noisy tenant may have in flight in the run with limits.
+const NOISY_TENANT_CAP: u32 = 2;
+
 async fn noisy(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     let server = BenchServer::start(&[]).await?;
     server
         .deploy("echo", "provided.al2023", None, &f.rust_echo, true)
         .await?;
-    let quiet_requests = (20 * sizes.noisy_seconds) as usize;
+    let cap = NOISY_TENANT_CAP.to_string();
+    server
+        .deploy_tagged(
+            "echo-capped",
+            "provided.al2023",
+            None,
+            &f.rust_echo,
+            true,
+            &[(condo_types::TENANT_CONCURRENCY_TAG, cap.as_str())],
+        )
+        .await?;
+    let mut runs = serde_json::Map::new();
+    for (label, function) in [("without_limits", "echo"), ("with_limits", "echo-capped")] {
+        runs.insert(
+            label.into(),
+            noisy_run(&server, function, sizes.noisy_seconds).await?,
+        );
+    }
+    Ok(json!({
+        "runs": runs,
+        "tenant_cap": NOISY_TENANT_CAP,
+        "limits": format!("without: the account and tenant-environment caps only; with: condo:tenant-max-concurrency={NOISY_TENANT_CAP} on the function, so the flooding tenant is answered 429 past {NOISY_TENANT_CAP} invocations in flight (the flooder does not back off)"),
+    }))
+}
+
+/// The quiet tenant alone, then beside a flooding tenant of the same function.
+async fn noisy_run(server: &BenchServer, function: &str, seconds: u64) -> anyhow::Result<Value> {
+    let quiet_requests = (20 * seconds) as usize;
     let quiet = || LoadSpec {
         endpoint: server.endpoint.clone(),
         credentials: server.credentials.clone(),
         region: "us-east-1".into(),
-        function: "echo".into(),
+        function: function.into(),
         tenants: Tenants::Fixed(Some("quiet".into())),
         concurrency: 1,
         requests: quiet_requests,
@@ -411,9 +441,9 @@ async fn noisy(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
         interval: Duration::from_millis(50),
         stop: None,
     };
-    eprintln!("  quiet tenant alone, 20 rps for {} s", sizes.noisy_seconds);
+    eprintln!("  {function}: quiet tenant alone, 20 rps for {seconds} s");
     let solo = loadgen::run(quiet(), None).await?;
-    eprintln!("  quiet tenant at 20 rps while another floods at concurrency 16");
+    eprintln!("  {function}: quiet tenant at 20 rps while another floods at concurrency 16");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood_spec = LoadSpec {
         tenants: Tenants::Fixed(Some("noisy".into())),
@@ -429,14 +459,20 @@ async fn noisy(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     let shared = loadgen::run(quiet(), None).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flood = flood.await??;
+    if solo.errors + shared.errors + solo.throttled + shared.throttled > 0 {
+        bail!(
+            "the quiet tenant of {function} saw {} errors and {} 429s",
+            solo.errors + shared.errors,
+            solo.throttled + shared.throttled
+        );
+    }
     let p = |r: &LoadResult, q: f64| percentile(&r.latencies, q).as_secs_f64() * 1e6;
     Ok(json!({
         "quiet_solo": stats(&solo.latencies),
         "quiet_with_neighbour": stats(&shared.latencies),
         "p50_ratio": (p(&shared, 0.5) / p(&solo, 0.5) * 100.0).round() / 100.0,
         "p99_ratio": (p(&shared, 0.99) / p(&solo, 0.99) * 100.0).round() / 100.0,
-        "neighbour": { "latency": stats(&flood.latencies), "throughput": flood.throughput().round(), "throttled_429": flood.throttled },
-        "limits": "per-tenant environment cap (a quarter of the account's concurrency); no per-tenant rate limit exists yet",
+        "neighbour": { "latency": stats(&flood.latencies), "answers_per_s": flood.throughput().round(), "served": flood.latencies.len(), "throttled_429": flood.throttled, "errors": flood.errors },
     }))
 }
 

@@ -81,6 +81,19 @@ impl BenchServer {
         zip: &[u8],
         per_tenant: bool,
     ) -> anyhow::Result<()> {
+        self.deploy_tagged(name, runtime, handler, zip, per_tenant, &[])
+            .await
+    }
+
+    pub async fn deploy_tagged(
+        &self,
+        name: &str,
+        runtime: &str,
+        handler: Option<&str>,
+        zip: &[u8],
+        per_tenant: bool,
+        tags: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let mut body = serde_json::json!({
             "FunctionName": name, "Runtime": runtime, "MemorySize": 128, "Timeout": 30,
             "Role": "arn:aws:iam::000000000000:role/condo-bench",
@@ -91,6 +104,13 @@ impl BenchServer {
         }
         if per_tenant {
             body["TenancyConfig"] = serde_json::json!({ "TenantIsolationMode": "PER_TENANT" });
+        }
+        if !tags.is_empty() {
+            body["Tags"] = tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
         }
         let (status, answer) = self
             .call("/2015-03-31/functions", None, body.to_string().into_bytes())
