@@ -20,6 +20,9 @@ from test_rust_runtime import bootstrap_zip, build_example
 
 LIFECYCLES = 10_000
 PREPARED = 2
+# A prepared sandbox is two processes: its init step and the child that has already built the
+# shared part of the root and waits to become the program.
+PROCESSES_PER_PREPARED = 2
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -82,7 +85,8 @@ def quiesce(server) -> dict[str, int]:
     """Waits until every environment was reaped: only the prepared sandboxes remain."""
     def settled():
         s = snapshot(server)
-        return s if s["processes"] == PREPARED and s["cgroups"] == PREPARED else None
+        idle = s["processes"] == PREPARED * PROCESSES_PER_PREPARED and s["cgroups"] == PREPARED
+        return s if idle else None
     return poll(settled, 60, "environments to be reaped", interval=0.2)
 
 

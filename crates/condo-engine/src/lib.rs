@@ -172,9 +172,6 @@ impl Engine {
         let (system_binds, system_links) =
             condo_sandbox::host_system_root().map_err(|e| internal("probe host", e))?;
         let sandbox_base = SandboxBase {
-            new_root,
-            system_binds,
-            system_links,
             runtimes_dir,
             region: config.region.clone(),
         };
@@ -185,6 +182,11 @@ impl Engine {
             listen: Some(runtimes::RUNTIME_API_ADDR),
             network_helper: config.network_helper.clone(),
             setup_timeout: Duration::from_secs(condo_types::Limits::INIT_TIMEOUT_SECS),
+            base: condo_sandbox::BaseRoot {
+                new_root,
+                binds: system_binds,
+                symlinks: system_links,
+            },
         })
         .map_err(|e| EngineError::Internal(format!("sandbox launcher: {e}")))?;
         if launcher.leftovers_removed > 0 {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use condo_sandbox::{BindMount, FileSpec, Network, ResourceLimits, SandboxSpec, Symlink};
+use condo_sandbox::{BindMount, FileSpec, Network, ResourceLimits, SandboxSpec};
 use condo_types::{FunctionConfig, LogFormat, NetworkAccess, Runtime, RuntimeFamily};
 
 /// The Runtime API address inside every environment's own network namespace.
@@ -106,9 +106,6 @@ pub fn install_bootstraps(dir: &Path) -> std::io::Result<()> {
 /// Everything an environment's sandbox needs that is not in the function's configuration.
 #[derive(Debug, Clone)]
 pub struct SandboxBase {
-    pub new_root: PathBuf,
-    pub system_binds: Vec<BindMount>,
-    pub system_links: Vec<Symlink>,
     pub runtimes_dir: PathBuf,
     pub region: String,
 }
@@ -175,8 +172,7 @@ pub fn sandbox_spec(
         ),
     };
 
-    let mut binds = base.system_binds.clone();
-    binds.push(BindMount::read_only(code_dir, "/var/task"));
+    let mut binds = vec![BindMount::read_only(code_dir, "/var/task")];
     if let Some(dir) = runtime_dir {
         binds.push(BindMount::read_only(dir, "/var/runtime"));
     }
@@ -240,9 +236,8 @@ pub fn sandbox_spec(
     }
 
     Some(SandboxSpec {
-        new_root: base.new_root.clone(),
         binds,
-        symlinks: base.system_links.clone(),
+        symlinks: Vec::new(),
         files: vec![
             FileSpec {
                 path: "/etc/passwd".into(),

@@ -12,12 +12,14 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{send, sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{
+    send, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use crate::parent::{FromInit, ToInit};
-use crate::plan::{mount_plan, MountStep};
+use crate::plan::{base_plan, start_plan, MountStep};
 use crate::seccomp::Filters;
 use crate::{sys, SandboxSpec, SETUP_FAILED_EXIT};
 
@@ -50,15 +52,17 @@ pub fn init_main() -> ! {
     }
 }
 
-/// Prepares the namespaces, waits for the spec, builds the sandbox, starts the program, and
-/// waits for it. Returns the exit code to mirror.
+/// Prepares the namespaces and, in a forked child, the base root; then waits for the spec,
+/// passes it (with the mounts the platform sent) to the child, which finishes the root and
+/// execs the program. Waits for it and returns an exit code that mirrors how it ended.
 fn run(control: &OwnedFd) -> Result<i32, String> {
     // If the platform dies, so does this step (and, through the same setting, the program).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
-    let ToInit::Prepare { listen } = receive(control)? else {
+    let (ToInit::Prepare { listen, base }, _) = receive(control)? else {
         return Err("expected Prepare first".into());
     };
     let filters = Filters::compile().map_err(|e| e.to_string())?;
+    let base_steps = base_plan(&base).map_err(|e| e.to_string())?;
 
     // The platform has already moved this process into the sandbox's cgroup, so the new cgroup
     // namespace is rooted there.
@@ -79,18 +83,6 @@ fn run(control: &OwnedFd) -> Result<i32, String> {
         }
         None => None,
     };
-    report(control, &FromInit::Prepared, listener.as_ref());
-    drop(listener); // the platform holds it now
-
-    let ToInit::Start {
-        spec,
-        host_uid,
-        host_gid,
-    } = receive(control)?
-    else {
-        return Err("expected Start".into());
-    };
-    let plan = mount_plan(&spec).map_err(|e| e.to_string())?;
     // The child's pivot_root also moves this process's root (they share the mount namespace),
     // so the host's /proc, where the child's id maps are written, is held open from here.
     let host_proc = std::fs::File::open("/proc").map_err(|e| format!("open /proc: {e}"))?;
@@ -100,26 +92,65 @@ fn run(control: &OwnedFd) -> Result<i32, String> {
     let (status_r, status_w) = pipe()?;
     let (unshared_r, unshared_w) = pipe()?;
     let (mapped_r, mapped_w) = pipe()?;
+    let (to_child, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            drop((status_r, unshared_r, mapped_w, host_proc));
+            drop((
+                status_r, unshared_r, mapped_w, host_proc, to_child, listener,
+            ));
             let handshake = Handshake {
                 unshared: unshared_w,
                 mapped: mapped_r,
             };
-            let err = build_and_exec(&spec, &plan, &filters, handshake);
+            let err = build_and_exec(&base_steps, &filters, &child_end, handshake);
             // Only reached if something failed before or in exec.
             let mut w = std::fs::File::from(status_w);
             let _ = w.write_all(err.as_bytes());
             sys::exit_now(SETUP_FAILED_EXIT)
         }
         ForkResult::Parent { child } => {
-            drop((status_w, unshared_w, mapped_r));
+            drop((status_w, unshared_w, mapped_r, child_end));
             let fail = |message: String| {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
                 Err(message)
             };
+            // The child built the base and left the host's tree, or it failed and exited.
+            let mut answer = [0u8; 2];
+            match nix::sys::socket::recv(to_child.as_raw_fd(), &mut answer, MsgFlags::empty()) {
+                Ok(n) if answer[..n] == *BASE_READY => {}
+                _ => {
+                    let mut failure = String::new();
+                    let _ = std::fs::File::from(status_r).read_to_string(&mut failure);
+                    return fail(format!("base root: {failure}"));
+                }
+            }
+            report(control, &FromInit::Prepared, listener.as_ref());
+            drop(listener); // the platform holds it now
+
+            let (
+                ToInit::Start {
+                    spec,
+                    host_uid,
+                    host_gid,
+                },
+                mounts,
+            ) = receive(control)?
+            else {
+                return fail("expected Start".into());
+            };
+            let bytes = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
+            if let Err(e) = sys::send_with_fds(to_child.as_fd(), &bytes, &mounts) {
+                return fail(format!("pass the spec on: {e}"));
+            }
+            drop(mounts);
+
             // The child asks for its user namespace's id maps, which only a process outside
             // that namespace with privilege over the host ids may write.
             let mut byte = [0u8; 1];
@@ -144,6 +175,9 @@ fn run(control: &OwnedFd) -> Result<i32, String> {
     }
 }
 
+/// What the child sends once the base root is built and the host's tree is gone.
+const BASE_READY: &[u8; 2] = b"ok";
+
 /// Maps the program's uid and gid inside its user namespace to its own host ids, and nothing
 /// else: every other id (the host's root included) shows as the overflow id inside.
 fn write_id_maps(
@@ -162,14 +196,15 @@ fn write_id_maps(
     sys::write_at(dir, &format!("{pid}/gid_map"), gid_map.as_bytes())
 }
 
-fn receive(control: &OwnedFd) -> Result<ToInit, String> {
+fn receive(control: &OwnedFd) -> Result<(ToInit, Vec<OwnedFd>), String> {
     let mut buf = vec![0u8; MAX_SPEC_BYTES];
-    let n = nix::sys::socket::recv(control.as_raw_fd(), &mut buf, MsgFlags::empty())
+    let (n, fds) = sys::recv_with_fds(control.as_fd(), &mut buf)
         .map_err(|e| format!("read from platform: {e}"))?;
     if n == 0 {
         return Err("the platform closed the control channel".into());
     }
-    serde_json::from_slice(&buf[..n]).map_err(|e| format!("decode message: {e}"))
+    let msg = serde_json::from_slice(&buf[..n]).map_err(|e| format!("decode message: {e}"))?;
+    Ok((msg, fds))
 }
 
 fn report(control: &OwnedFd, report: &FromInit, fd: Option<&TcpListener>) {
@@ -214,15 +249,39 @@ struct Handshake {
     mapped: OwnedFd,
 }
 
-/// Runs in the forked child, which is PID 1 of the new PID namespace. Returns only on failure.
+/// Runs in the forked child, which is PID 1 of the new PID namespace: builds the base root,
+/// says so, waits for the spec and its mounts, finishes the root and execs the program.
+/// Returns only on failure.
 fn build_and_exec(
-    spec: &SandboxSpec,
-    plan: &[MountStep],
+    base_steps: &[MountStep],
     filters: &Filters,
+    channel: &OwnedFd,
     handshake: Handshake,
 ) -> String {
-    match prepare(spec, plan, handshake) {
+    // A prepared sandbox whose init step dies must not linger.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return format!("pdeathsig: {e}");
+    }
+    for step in base_steps {
+        if let Err(e) = execute(step, &[]) {
+            return format!("{step:?}: {e}");
+        }
+    }
+    if let Err(e) = send(channel.as_raw_fd(), BASE_READY, MsgFlags::empty()) {
+        return format!("report the base: {e}");
+    }
+    let mut buf = vec![0u8; MAX_SPEC_BYTES];
+    let (spec, mounts) = match sys::recv_with_fds(channel.as_fd(), &mut buf) {
+        Ok((0, _)) => return "the init step went away".into(),
+        Ok((n, mounts)) => match serde_json::from_slice::<SandboxSpec>(&buf[..n]) {
+            Ok(spec) => (spec, mounts),
+            Err(e) => return format!("decode spec: {e}"),
+        },
+        Err(e) => return format!("receive spec: {e}"),
+    };
+    match finish(&spec, &mounts, handshake) {
         Ok((argv, env)) => {
+            drop(mounts);
             let Some(program) = argv.first() else {
                 return "empty argv".into();
             };
@@ -241,15 +300,22 @@ fn build_and_exec(
     }
 }
 
-fn prepare(
+fn finish(
     spec: &SandboxSpec,
-    plan: &[MountStep],
+    mounts: &[OwnedFd],
     handshake: Handshake,
 ) -> Result<(Vec<CString>, Vec<CString>), String> {
     // Everything that needs the host's privilege happens first, in namespaces the host's user
     // namespace owns: the program can never change them, whatever it becomes inside its own.
-    for step in plan {
-        execute(step).map_err(|e| format!("{step:?}: {e}"))?;
+    if mounts.len() != spec.binds.len() {
+        return Err(format!(
+            "{} mounts arrived for {} binds",
+            mounts.len(),
+            spec.binds.len()
+        ));
+    }
+    for step in start_plan(spec).map_err(|e| e.to_string())? {
+        execute(&step, mounts).map_err(|e| format!("{step:?}: {e}"))?;
     }
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     nix::unistd::chdir(&spec.cwd).map_err(|e| format!("chdir {:?}: {e}", spec.cwd))?;
@@ -296,9 +362,24 @@ fn to_cstrings<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<CString>,
         .collect()
 }
 
-fn execute(step: &MountStep) -> io::Result<()> {
+fn execute(step: &MountStep, mounts: &[OwnedFd]) -> io::Result<()> {
     let none: Option<&str> = None;
     match step {
+        MountStep::Attach { index, target } => {
+            let mount = mounts.get(*index).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("no mount {index}"))
+            })?;
+            if nix::sys::stat::fstat(mount.as_raw_fd())
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .map_err(io::Error::from)?
+            {
+                std::fs::create_dir_all(target)?;
+            } else {
+                create_parent(target)?;
+                std::fs::File::create(target)?;
+            }
+            sys::attach_mount(mount.as_fd(), target)?;
+        }
         MountStep::MakeRootPrivate => {
             mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
         }

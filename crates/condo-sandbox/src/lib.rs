@@ -5,8 +5,10 @@
 //! The parent (a multi-threaded async server) never forks and runs Rust in the child. A
 //! [`Launcher`] starts a fresh copy of its own binary with the hidden [`INIT_ARG`] argument; that
 //! process calls [`init_main`] before anything else and talks with the parent over its standard
-//! input (a `SOCK_SEQPACKET` socket): it makes the namespaces ([`Prepared`], ahead of demand),
-//! then receives a [`SandboxSpec`], builds the root, and execs the program ([`Sandbox`]). This crate knows nothing
+//! input (a `SOCK_SEQPACKET` socket): ahead of demand it makes the namespaces and the part of the
+//! root every sandbox shares, pivots into it and lets go of the host's tree ([`Prepared`]);
+//! then it receives a [`SandboxSpec`] with the function's own mounts, finishes the root, and
+//! execs the program ([`Sandbox`]). This crate knows nothing
 //! about Lambda, tenants or HTTP, and it is the only crate of condo with `unsafe` code, all of it
 //! under `sys/`.
 
@@ -26,9 +28,9 @@ pub use network::DNS_FORWARD_ADDR;
 pub use parent::{
     ExitStatus, ExitWatch, Launcher, LauncherConfig, Prepared, Sandbox, SandboxError,
 };
-pub use plan::{mount_plan, MountStep};
+pub use plan::{base_plan, start_plan, MountStep};
 pub use seccomp::refused_calls;
-pub use spec::{BindMount, FileSpec, Network, SandboxSpec, Symlink};
+pub use spec::{BaseRoot, BindMount, FileSpec, Network, SandboxSpec, Symlink};
 pub use system::host_system_root;
 
 /// The hidden first argument that turns the binary into the sandbox's init step.

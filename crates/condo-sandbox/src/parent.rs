@@ -4,29 +4,32 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddrV4, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupLayout, CgroupTree};
 use crate::network::NetworkHelper;
-use crate::{sys, Network, SandboxSpec, INIT_ARG};
+use crate::{sys, BaseRoot, Network, SandboxSpec, INIT_ARG};
 
 /// What the platform tells the init step, in order: first `Prepare`, later `Start`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
-    /// Make the namespaces (the process is already in its cgroup) and open the listener.
-    Prepare { listen: Option<SocketAddrV4> },
-    /// Build the root and run the program as `host_uid`/`host_gid` seen from outside.
+    /// Make the namespaces (the process is already in its cgroup), open the listener, and
+    /// build the base root.
+    Prepare {
+        listen: Option<SocketAddrV4>,
+        base: BaseRoot,
+    },
+    /// Finish the root and run the program as `host_uid`/`host_gid` seen from outside. Comes
+    /// with one detached mount per bind of the spec, in order.
     Start {
         spec: Box<SandboxSpec>,
         host_uid: u32,
@@ -88,6 +91,8 @@ pub struct LauncherConfig {
     /// fail to start.
     pub network_helper: Option<PathBuf>,
     pub setup_timeout: Duration,
+    /// The root every sandbox shares, built while it is prepared.
+    pub base: BaseRoot,
 }
 
 /// Makes sandboxes. Cheap to share; every method blocks, so call them off the async runtime,
@@ -213,9 +218,13 @@ impl Launcher {
             .cgroup
             .attach(pid)
             .map_err(SandboxError::Cgroup)?;
-        prepared.send(&ToInit::Prepare {
-            listen: self.config.listen,
-        })?;
+        prepared.send(
+            &ToInit::Prepare {
+                listen: self.config.listen,
+                base: self.config.base.clone(),
+            },
+            &[],
+        )?;
         match prepared.receive()? {
             (FromInit::Prepared, fd) => {
                 prepared.listener = fd.map(TcpListener::from);
@@ -335,11 +344,10 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    fn send(&self, msg: &ToInit) -> Result<(), SandboxError> {
+    fn send(&self, msg: &ToInit, fds: &[OwnedFd]) -> Result<(), SandboxError> {
         let bytes = serde_json::to_vec(msg).map_err(|e| SandboxError::Channel(e.to_string()))?;
-        send(self.control.as_raw_fd(), &bytes, MsgFlags::empty())
-            .map_err(|e| SandboxError::Channel(e.to_string()))?;
-        Ok(())
+        sys::send_with_fds(self.control.as_fd(), &bytes, fds)
+            .map_err(|e| SandboxError::Channel(e.to_string()))
     }
 
     fn receive(&self) -> Result<(FromInit, Option<OwnedFd>), SandboxError> {
@@ -389,12 +397,34 @@ impl Prepared {
             // Before the program starts, so its first connection already has a route.
             self.process.network = Some(self.start_network_helper()?);
         }
+        if spec.binds.len() > sys::MAX_PASSED_FDS {
+            return Err(SandboxError::Setup(format!(
+                "{} binds; a sandbox takes at most {}",
+                spec.binds.len(),
+                sys::MAX_PASSED_FDS
+            )));
+        }
+        // The sandbox left the host's tree when it was prepared, so it gets each host path as
+        // a detached copy of its mount, opened here, with its flags already set.
+        let mounts = spec
+            .binds
+            .iter()
+            .map(|b| {
+                sys::clone_mount(&b.source, b.writable).map_err(|e| {
+                    SandboxError::Setup(format!("open {} for the sandbox: {e}", b.source.display()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let id = self.process._lease.id;
-        self.send(&ToInit::Start {
-            spec: Box::new(spec.clone()),
-            host_uid: id,
-            host_gid: id,
-        })?;
+        self.send(
+            &ToInit::Start {
+                spec: Box::new(spec.clone()),
+                host_uid: id,
+                host_gid: id,
+            },
+            &mounts,
+        )?;
+        drop(mounts);
         match self.receive()? {
             (FromInit::Ready { init_pid }, _) => {
                 self.process.program_pid = init_pid;

@@ -1,10 +1,12 @@
-//! Turns a [`SandboxSpec`] into the ordered list of mount operations that build its root.
+//! Turns a [`BaseRoot`] and a [`SandboxSpec`] into the ordered mount operations that build a
+//! sandbox's root: the base while the sandbox is prepared (ending with `pivot_root`), the
+//! function's own part when it starts.
 //!
 //! Pure, so the shape of every sandbox is unit-tested without privileges; `init` executes it.
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::SandboxSpec;
+use crate::{BaseRoot, SandboxSpec};
 
 /// Device nodes a program may need; everything else under `/dev` is absent.
 pub const DEVICES: [&str; 5] = [
@@ -15,8 +17,8 @@ pub const DEVICES: [&str; 5] = [
     "/dev/urandom",
 ];
 
-/// One step of building the root. Paths under `new_root` are absolute host paths, because the
-/// steps run before `pivot_root`.
+/// One step of building the root. Base steps run before `pivot_root`, so their paths are
+/// absolute host paths under the new root; start steps run after it, with paths inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountStep {
     /// Stop mount events from propagating back to the host.
@@ -32,6 +34,12 @@ pub enum MountStep {
         target: PathBuf,
         writable: bool,
         device: bool,
+    },
+    /// Attach the `index`-th mount the platform passed (a detached copy of a host path, its
+    /// flags already set) onto `target`, creating a directory or an empty file to mount on.
+    Attach {
+        index: usize,
+        target: PathBuf,
     },
     Symlink {
         link: PathBuf,
@@ -55,9 +63,10 @@ pub enum MountStep {
 #[error("sandbox path {0:?} must be absolute and must not contain '..'")]
 pub struct BadPath(pub PathBuf);
 
-/// The mount plan of a sandbox, in execution order.
-pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
-    let root = &spec.new_root;
+/// What a prepared sandbox builds: a private tmpfs root with the base's mounts, `/dev`, `/proc`,
+/// then `pivot_root` into it, after which nothing of the host's tree is reachable.
+pub fn base_plan(base: &BaseRoot) -> Result<Vec<MountStep>, BadPath> {
+    let root = &base.new_root;
     let inside = |p: &Path| -> Result<PathBuf, BadPath> { join_inside(root, p) };
     let mut steps = vec![
         MountStep::MakeRootPrivate,
@@ -66,7 +75,7 @@ pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
             options: "size=4m,mode=0755".into(),
         },
     ];
-    for bind in &spec.binds {
+    for bind in &base.binds {
         steps.push(MountStep::Bind {
             source: bind.source.clone(),
             target: inside(&bind.target)?,
@@ -97,6 +106,34 @@ pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
             target: target.into(),
         });
     }
+    for link in &base.symlinks {
+        steps.push(MountStep::Symlink {
+            link: inside(&link.link)?,
+            target: link.target.clone(),
+        });
+    }
+    steps.push(MountStep::Proc {
+        target: inside(Path::new("/proc"))?,
+    });
+    steps.push(MountStep::PivotRoot {
+        new_root: root.clone(),
+    });
+    Ok(steps)
+}
+
+/// What starting a program adds inside the pivoted root: the spec's mounts (the `i`-th bind
+/// arrives as the `i`-th passed mount), its private `/tmp`, files and links; then the root
+/// becomes read-only.
+pub fn start_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
+    let root = Path::new("/");
+    let inside = |p: &Path| -> Result<PathBuf, BadPath> { join_inside(root, p) };
+    let mut steps = Vec::new();
+    for (index, bind) in spec.binds.iter().enumerate() {
+        steps.push(MountStep::Attach {
+            index,
+            target: inside(&bind.target)?,
+        });
+    }
     steps.push(MountStep::Tmpfs {
         target: inside(Path::new("/tmp"))?,
         options: format!("size={},mode=1777", spec.tmp_size_bytes),
@@ -113,12 +150,6 @@ pub fn mount_plan(spec: &SandboxSpec) -> Result<Vec<MountStep>, BadPath> {
             target: link.target.clone(),
         });
     }
-    steps.push(MountStep::Proc {
-        target: inside(Path::new("/proc"))?,
-    });
-    steps.push(MountStep::PivotRoot {
-        new_root: root.clone(),
-    });
     steps.push(MountStep::RemountRootReadOnly);
     Ok(steps)
 }
@@ -146,17 +177,24 @@ mod tests {
     use super::*;
     use crate::{BindMount, FileSpec, Symlink};
 
-    fn spec() -> SandboxSpec {
-        SandboxSpec {
+    fn base() -> BaseRoot {
+        BaseRoot {
             new_root: "/run/condo/root".into(),
-            binds: vec![
-                BindMount::read_only("/usr", "/usr"),
-                BindMount::read_only("/data/code/abc", "/var/task"),
-            ],
+            binds: vec![BindMount::read_only("/usr", "/usr")],
             symlinks: vec![Symlink {
                 link: "/bin".into(),
                 target: "usr/bin".into(),
             }],
+        }
+    }
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            binds: vec![
+                BindMount::read_only("/data/code/abc", "/var/task"),
+                BindMount::read_only("/data/runtimes/python", "/var/runtime"),
+            ],
+            symlinks: vec![],
             files: vec![FileSpec {
                 path: "/etc/passwd".into(),
                 contents: "x".into(),
@@ -180,30 +218,28 @@ mod tests {
     }
 
     #[test]
-    fn plan_builds_everything_under_the_new_root_then_pivots_and_seals() {
-        let steps = mount_plan(&spec()).unwrap();
+    fn the_base_is_built_under_the_new_root_then_pivoted_into() {
+        let steps = base_plan(&base()).unwrap();
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
         assert!(
             matches!(&steps[1], MountStep::Tmpfs { target, .. } if target == Path::new("/run/condo/root"))
         );
         assert!(steps.contains(&MountStep::Bind {
-            source: "/data/code/abc".into(),
-            target: "/run/condo/root/var/task".into(),
+            source: "/usr".into(),
+            target: "/run/condo/root/usr".into(),
             writable: false,
             device: false,
         }));
-        assert!(steps.contains(&MountStep::Tmpfs {
-            target: "/run/condo/root/tmp".into(),
-            options: "size=536870912,mode=1777".into(),
+        assert!(steps.contains(&MountStep::Symlink {
+            link: "/run/condo/root/bin".into(),
+            target: "usr/bin".into(),
         }));
-        let n = steps.len();
         assert_eq!(
-            steps[n - 2],
-            MountStep::PivotRoot {
+            steps.last(),
+            Some(&MountStep::PivotRoot {
                 new_root: "/run/condo/root".into()
-            }
+            })
         );
-        assert_eq!(steps[n - 1], MountStep::RemountRootReadOnly);
         // Only the listed devices, and nothing of the host's /dev otherwise.
         let devices: Vec<_> = steps
             .iter()
@@ -217,6 +253,35 @@ mod tests {
             })
             .collect();
         assert_eq!(devices.len(), DEVICES.len());
+        // Nothing of any function is in the base.
+        assert!(!steps.iter().any(|s| matches!(s, MountStep::Attach { .. })));
+    }
+
+    #[test]
+    fn a_start_attaches_the_spec_mounts_in_order_then_seals_the_root() {
+        let steps = start_plan(&spec()).unwrap();
+        assert_eq!(
+            steps[..2],
+            [
+                MountStep::Attach {
+                    index: 0,
+                    target: "/var/task".into()
+                },
+                MountStep::Attach {
+                    index: 1,
+                    target: "/var/runtime".into()
+                },
+            ]
+        );
+        assert!(steps.contains(&MountStep::Tmpfs {
+            target: "/tmp".into(),
+            options: "size=536870912,mode=1777".into(),
+        }));
+        assert_eq!(steps.last(), Some(&MountStep::RemountRootReadOnly));
+        // No step of a start unmounts anything or pivots again.
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, MountStep::PivotRoot { .. } | MountStep::Bind { .. })));
     }
 
     #[test]
@@ -224,13 +289,16 @@ mod tests {
         for bad in ["relative", "/var/../../etc", "/./x/../y"] {
             let mut s = spec();
             s.binds.push(BindMount::read_only("/etc", bad));
-            assert!(mount_plan(&s).is_err(), "{bad}");
+            assert!(start_plan(&s).is_err(), "{bad}");
+            let mut b = base();
+            b.binds.push(BindMount::read_only("/etc", bad));
+            assert!(base_plan(&b).is_err(), "{bad}");
         }
         let mut s = spec();
         s.files.push(FileSpec {
             path: "../escape".into(),
             contents: String::new(),
         });
-        assert!(mount_plan(&s).is_err());
+        assert!(start_plan(&s).is_err());
     }
 }

@@ -6,15 +6,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::ResourceLimits;
 
-/// Everything the init step needs to build one sandbox and start its program.
+/// What every sandbox of a launcher has, whatever it will run: built while the sandbox is
+/// prepared, ahead of demand, so none of it (and above all not the `pivot_root` and the
+/// detaching of the host's mounts) is on a cold start's path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SandboxSpec {
+pub struct BaseRoot {
     /// An existing, empty host directory on which the new root is mounted (inside the sandbox's
     /// own mount namespace, so the host never sees it used).
     pub new_root: PathBuf,
-    /// Host paths made visible inside, read-only unless `writable`.
+    /// Host paths every sandbox sees (system libraries, interpreters), read-only unless
+    /// `writable`.
     pub binds: Vec<BindMount>,
-    /// Symbolic links created in the new root (e.g. `/bin -> usr/bin` on merged-/usr hosts).
+    /// Symbolic links of the base (e.g. `/bin -> usr/bin` on merged-/usr hosts).
+    pub symlinks: Vec<Symlink>,
+}
+
+/// Everything the init step needs to finish one prepared sandbox and start its program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Host paths made visible inside on top of the base (the function's code, its runtime,
+    /// its layers), read-only unless `writable`. The platform opens each one and hands the
+    /// sandbox a detached copy of the mount, since the sandbox no longer sees the host's tree.
+    pub binds: Vec<BindMount>,
+    /// Symbolic links created in the new root, on top of the base's.
     pub symlinks: Vec<Symlink>,
     /// Small files written into the new root before it becomes read-only (`/etc/passwd`...).
     pub files: Vec<FileSpec>,

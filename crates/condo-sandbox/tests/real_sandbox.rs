@@ -5,12 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use condo_sandbox::{
-    host_system_root, ExitStatus, FileSpec, Launcher, LauncherConfig, Network, ResourceLimits,
-    Sandbox, SandboxSpec, INIT_ARG,
+    host_system_root, BaseRoot, BindMount, ExitStatus, FileSpec, Launcher, LauncherConfig, Network,
+    ResourceLimits, Sandbox, SandboxSpec, INIT_ARG,
 };
 
 /// Host ids the tests' sandboxes run as.
@@ -24,10 +25,14 @@ fn main() {
         println!("real_sandbox: skipped, needs root (CI runs as root)");
         return;
     }
-    let tests: [(&str, fn()); 13] = [
+    let tests: [(&str, fn()); 14] = [
         (
             "sees_only_its_own_minimal_root",
             sees_only_its_own_minimal_root,
+        ),
+        (
+            "spec_mounts_arrive_after_the_pivot_with_their_flags",
+            spec_mounts_arrive_after_the_pivot_with_their_flags,
         ),
         (
             "runs_unprivileged_as_pid_1_with_private_tmp",
@@ -90,15 +95,30 @@ fn main() {
 }
 
 fn launcher_with(listen: Option<SocketAddrV4>, parent: &str, ids: u32) -> Launcher {
-    Launcher::new(LauncherConfig {
+    Launcher::new(launcher_config(listen, parent, ids)).unwrap()
+}
+
+fn launcher_config(listen: Option<SocketAddrV4>, parent: &str, ids: u32) -> LauncherConfig {
+    LauncherConfig {
         init_program: PathBuf::from("/proc/self/exe"),
         cgroup_parent: PathBuf::from(format!("condo-test/{parent}-{}", std::process::id())),
         host_ids: FIRST_HOST_ID..FIRST_HOST_ID + ids,
         listen,
         network_helper: pasta(),
         setup_timeout: Duration::from_secs(10),
-    })
-    .unwrap()
+        base: base_root(),
+    }
+}
+
+fn base_root() -> BaseRoot {
+    let new_root = std::env::temp_dir().join("condo-sandbox-test-root");
+    std::fs::create_dir_all(&new_root).unwrap();
+    let (binds, symlinks) = host_system_root().unwrap();
+    BaseRoot {
+        new_root,
+        binds,
+        symlinks,
+    }
 }
 
 /// The network helper; CI installs it (Debian package passt).
@@ -123,13 +143,9 @@ fn limits() -> ResourceLimits {
 }
 
 fn spec(script: &str) -> SandboxSpec {
-    let root = std::env::temp_dir().join("condo-sandbox-test-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let (binds, symlinks) = host_system_root().unwrap();
     SandboxSpec {
-        new_root: root,
-        binds,
-        symlinks,
+        binds: vec![],
+        symlinks: vec![],
         files: vec![FileSpec {
             path: "/etc/passwd".into(),
             contents: "sbx:x:990:990::/tmp:/bin/false\n".into(),
@@ -155,6 +171,56 @@ fn run(spec: &SandboxSpec) -> (ExitStatus, String) {
         .unwrap();
     let status = sb.kill_and_wait().unwrap();
     (status, out)
+}
+
+/// The function's own mounts are opened by the platform and attached after the sandbox left
+/// the host's tree: each one is there, read-only unless asked, and nothing beside it.
+fn spec_mounts_arrive_after_the_pivot_with_their_flags() {
+    let dir = std::env::temp_dir().join(format!("condo-sandbox-test-code-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/hello.txt"), "hello from the host\n").unwrap();
+    let scratch = dir.with_extension("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut s = spec(
+        "cat /var/task/sub/hello.txt; cat /etc/extra.conf; \
+         touch /var/task/new 2>&1 || echo task-ro; touch /etc/extra.conf 2>&1 || echo file-ro; \
+         touch /mnt/scratch/made && echo scratch-rw; \
+         grep -E ' /var/task | /etc/extra.conf | /mnt/scratch ' /proc/self/mountinfo",
+    );
+    s.binds = vec![
+        BindMount::read_only(&dir, "/var/task"),
+        BindMount::read_only(dir.join("sub/hello.txt"), "/etc/extra.conf"),
+        BindMount {
+            source: scratch.clone(),
+            target: "/mnt/scratch".into(),
+            writable: true,
+        },
+    ];
+    // The sandbox's uid owns nothing on the host: let it write into the scratch directory.
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, out) = run(&s);
+    assert_eq!(status, ExitStatus::Exited(0), "{out}");
+    assert_eq!(out.matches("hello from the host").count(), 2, "{out}");
+    for expect in ["task-ro", "file-ro", "scratch-rw"] {
+        assert!(out.contains(expect), "{expect}: {out}");
+    }
+    let mounts: Vec<&str> = out.lines().filter(|l| l.contains(" - ")).collect();
+    assert_eq!(mounts.len(), 3, "{out}");
+    for line in mounts {
+        let options = line.split_whitespace().nth(5).unwrap_or("");
+        assert!(
+            options.contains("nosuid") && options.contains("nodev"),
+            "{line}"
+        );
+        assert_eq!(
+            options.starts_with("ro"),
+            !line.contains("/mnt/scratch"),
+            "{line}"
+        );
+    }
+    assert!(scratch.join("made").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&scratch).unwrap();
 }
 
 fn sees_only_its_own_minimal_root() {
@@ -274,6 +340,21 @@ fn setup_failure_is_reported_not_hung() {
     s.argv = vec!["/no/such/program".into()];
     let err = launcher().spawn(&s).unwrap_err();
     assert!(err.to_string().contains("/no/such/program"), "{err}");
+
+    // A spec mount that cannot be opened fails the start, not the platform.
+    let mut s = spec("true");
+    s.binds = vec![BindMount::read_only("/no/such/code", "/var/task")];
+    let err = launcher().spawn(&s).unwrap_err();
+    assert!(err.to_string().contains("/no/such/code"), "{err}");
+
+    // So does a base that cannot be built, at prepare time.
+    let mut config = launcher_config(None, "plain", 1);
+    config
+        .base
+        .binds
+        .push(BindMount::read_only("/no/such/dir", "/opt/x"));
+    let err = Launcher::new(config).unwrap().prepare().unwrap_err();
+    assert!(err.to_string().contains("base root"), "{err}");
 }
 
 fn status_field<'a>(status: &'a str, field: &str) -> &'a str {

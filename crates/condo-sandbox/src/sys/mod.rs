@@ -66,12 +66,15 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Receives one message and at most one passed file descriptor from a `SOCK_SEQPACKET` socket.
-pub(crate) fn recv_with_fd(
+/// Most descriptors one control message carries.
+pub(crate) const MAX_PASSED_FDS: usize = 16;
+
+/// Receives one message and the descriptors that came with it (at most [`MAX_PASSED_FDS`]).
+pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_PASSED_FDS]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
@@ -79,20 +82,108 @@ pub(crate) fn recv_with_fd(
         Some(&mut cmsg),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
-    let mut passed = None;
+    let mut passed = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             for fd in fds {
-                // SAFETY: SCM_RIGHTS installed these fds in our table for us alone; taking
-                // ownership closes any extra ones instead of leaking them.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if passed.is_none() {
-                    passed = Some(owned);
-                }
+                // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
+                passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::other("too many descriptors in one message"));
+    }
     Ok((msg.bytes, passed))
+}
+
+/// Receives one message and at most one descriptor (extra ones are closed).
+pub(crate) fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<OwnedFd>)> {
+    let (n, fds) = recv_with_fds(sock, buf)?;
+    Ok((n, fds.into_iter().next()))
+}
+
+/// Sends one message with `fds` attached.
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage};
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let iov = [io::IoSlice::new(bytes)];
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`),
+/// made `nosuid,nodev` and read-only unless `writable`. It can be attached in another mount
+/// namespace with [`attach_mount`], which is how a sandbox that has already left the host's
+/// tree receives a host directory.
+pub(crate) fn clone_mount(path: &std::path::Path, writable: bool) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: open_tree reads the NUL-terminated path and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree just returned this fd to us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let mut attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if !writable {
+        attr_set |= MOUNT_ATTR_RDONLY;
+    }
+    // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }
+    let attr: [u64; 4] = [attr_set, 0, 0, 0];
+    let empty = c"";
+    // SAFETY: mount_setattr reads `size_of_val(&attr)` bytes from `attr` and the empty path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Attaches a mount made by [`clone_mount`] onto `target` in the caller's mount namespace.
+pub(crate) fn attach_mount(mount: BorrowedFd<'_>, target: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let c_target = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let empty = c"";
+    // SAFETY: move_mount reads the two NUL-terminated paths; the fds are borrowed for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Registers an owned fd with the async runtime's reactor.
