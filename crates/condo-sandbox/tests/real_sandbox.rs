@@ -402,9 +402,8 @@ fn runs_as_its_own_host_uid_with_no_capabilities() {
     assert_ne!(other.host_uid(), sb.host_uid());
 }
 
-/// Reads the sandbox's output until `marker` has appeared.
-fn read_until(sb: &mut Sandbox, marker: &str) -> String {
-    let mut pipe = std::fs::File::from(sb.take_output().unwrap());
+/// Reads `pipe` until `marker` has appeared.
+fn read_to_marker(pipe: &mut std::fs::File, marker: &str) -> String {
     let mut out = String::new();
     let mut buf = [0u8; 4096];
     while !out.contains(marker) {
@@ -412,6 +411,14 @@ fn read_until(sb: &mut Sandbox, marker: &str) -> String {
         assert!(n > 0, "output ended before {marker:?}: {out}");
         out.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+    out
+}
+
+/// Reads the sandbox's output until `marker` has appeared.
+fn read_until(sb: &mut Sandbox, marker: &str) -> String {
+    let mut pipe = std::fs::File::from(sb.take_output().unwrap());
+    let mut out = read_to_marker(&mut pipe, marker);
+    let mut buf = [0u8; 4096];
     // Read whatever else is already there, up to the end of the line.
     while !out.ends_with('\n') {
         let n = pipe.read(&mut buf).unwrap();
@@ -475,15 +482,7 @@ signal.sigwait({signal.SIGUSR1})
         ))
         .unwrap();
     let mut pipe = std::fs::File::from(sb.take_output().unwrap());
-    let mut wait_for = |marker: &str| {
-        let mut out = String::new();
-        let mut buf = [0u8; 256];
-        while !out.contains(marker) {
-            let n = pipe.read(&mut buf).unwrap();
-            assert!(n > 0, "output ended before {marker:?}: {out}");
-            out.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    };
+    let mut wait_for = |marker: &str| read_to_marker(&mut pipe, marker);
     let usr1 = || {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(sb.program_pid() as i32),

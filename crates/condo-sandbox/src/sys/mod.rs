@@ -117,18 +117,22 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[OwnedFd])
     Ok(())
 }
 
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
 /// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`),
 /// made `nosuid,nodev` and read-only unless `writable`. It can be attached in another mount
 /// namespace with [`attach_mount`], which is how a sandbox that has already left the host's
 /// tree receives a host directory.
 pub(crate) fn clone_mount(path: &std::path::Path, writable: bool) -> io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let c_path = c_path(path)?;
     let flags =
         OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
     // SAFETY: open_tree reads the NUL-terminated path and returns a new fd or -1.
@@ -164,10 +168,8 @@ pub(crate) fn clone_mount(path: &std::path::Path, writable: bool) -> io::Result<
 
 /// Attaches a mount made by [`clone_mount`] onto `target` in the caller's mount namespace.
 pub(crate) fn attach_mount(mount: BorrowedFd<'_>, target: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let c_target = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let c_target = c_path(target)?;
     let empty = c"";
     // SAFETY: move_mount reads the two NUL-terminated paths; the fds are borrowed for the call.
     let rc = unsafe {

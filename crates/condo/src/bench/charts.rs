@@ -26,6 +26,27 @@ fn legend(out: &mut String, series: &[&str], y: f64) {
     }
 }
 
+/// The opening of a bar chart: the title, the legend, and the scale that fits `max`.
+fn bar_chart_start(title: &str, series: &[&str], height: f64, max: f64) -> (String, f64) {
+    let scale = (WIDTH - LABEL - 90.0) / max.max(1e-9);
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    legend(&mut out, series, 30.0);
+    (out, scale)
+}
+
+/// A row's label, right-aligned against the bars.
+fn row_label(out: &mut String, label: &str, y: f64) {
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{y}" font-size="12" text-anchor="end">{}</text>"#,
+        LABEL - 8.0,
+        escape(label)
+    );
+}
+
 /// Rows of bars, one bar per series in each row (`None` leaves a gap).
 pub fn grouped_bars(
     title: &str,
@@ -39,23 +60,11 @@ pub fn grouped_bars(
     let max = rows
         .iter()
         .flat_map(|(_, v)| v.iter().flatten().copied())
-        .fold(0.0_f64, f64::max)
-        .max(1e-9);
-    let scale = (WIDTH - LABEL - 90.0) / max;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    legend(&mut out, series, 30.0);
+        .fold(0.0_f64, f64::max);
+    let (mut out, scale) = bar_chart_start(title, series, height, max);
     for (r, (label, values)) in rows.iter().enumerate() {
         let top = 55.0 + r as f64 * row_h;
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
-            LABEL - 8.0,
-            top + row_h / 2.0,
-            escape(label)
-        );
+        row_label(&mut out, label, top + row_h / 2.0);
         for (i, v) in values.iter().enumerate() {
             let Some(v) = v else { continue };
             let y = top + i as f64 * bar_h;
@@ -88,23 +97,11 @@ pub fn stacked_bars(
     let max = rows
         .iter()
         .map(|(_, v)| v.iter().sum::<f64>())
-        .fold(0.0_f64, f64::max)
-        .max(1e-9);
-    let scale = (WIDTH - LABEL - 90.0) / max;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif"><text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    legend(&mut out, series, 30.0);
+        .fold(0.0_f64, f64::max);
+    let (mut out, scale) = bar_chart_start(title, series, height, max);
     for (r, (label, parts)) in rows.iter().enumerate() {
         let y = 55.0 + r as f64 * row_h;
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
-            LABEL - 8.0,
-            y + 14.0,
-            escape(label)
-        );
+        row_label(&mut out, label, y + 14.0);
         let mut x = LABEL;
         for (i, v) in parts.iter().enumerate() {
             let w = v * scale;

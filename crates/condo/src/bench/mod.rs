@@ -261,7 +261,7 @@ async fn warm(f: &Functions, sizes: &Sizes, quick: bool, no_peer: bool) -> anyho
     let levels: &[usize] = if quick { &[1, 4, 16] } else { &[1, 4, 16, 64] };
     let server = BenchServer::start(&[]).await?;
     server
-        .deploy("echo", "provided.al2023", None, &f.rust_echo, false)
+        .deploy("echo", "provided.al2023", None, &f.rust_echo, false, &[])
         .await?;
     let floor = peer::Floor::start().await?;
     let peer = if quick || no_peer {
@@ -318,7 +318,9 @@ async fn cold(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
         ("nodejs", "nodejs20.x", Some("index.handler"), &f.node),
     ];
     for (label, runtime, handler, code) in runtimes {
-        server.deploy(label, runtime, handler, code, true).await?;
+        server
+            .deploy(label, runtime, handler, code, true, &[])
+            .await?;
         let r = load(
             &server,
             label,
@@ -357,7 +359,7 @@ async fn churn(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     ])
     .await?;
     server
-        .deploy("echo", "provided.al2023", None, &f.rust_echo, true)
+        .deploy("echo", "provided.al2023", None, &f.rust_echo, true, &[])
         .await?;
     let sampler = server.sample_every(Duration::from_millis(200));
     let requests = sizes.churn_tenants * sizes.churn_visits;
@@ -397,11 +399,11 @@ const NOISY_TENANT_CAP: u32 = 2;
 async fn noisy(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     let server = BenchServer::start(&[]).await?;
     server
-        .deploy("echo", "provided.al2023", None, &f.rust_echo, true)
+        .deploy("echo", "provided.al2023", None, &f.rust_echo, true, &[])
         .await?;
     let cap = NOISY_TENANT_CAP.to_string();
     server
-        .deploy_tagged(
+        .deploy(
             "echo-capped",
             "provided.al2023",
             None,
@@ -483,7 +485,9 @@ async fn density(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
         ("python", "python3.11", Some("app.handler"), &f.python),
     ] {
         let server = BenchServer::start(&["--prepared-sandboxes", "0"]).await?;
-        server.deploy(label, runtime, handler, code, true).await?;
+        server
+            .deploy(label, runtime, handler, code, true, &[])
+            .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let base = server.memory();
         let (bar, tick) = progress(sizes.density_envs, &format!("density {label}"));

@@ -80,18 +80,6 @@ impl BenchServer {
         handler: Option<&str>,
         zip: &[u8],
         per_tenant: bool,
-    ) -> anyhow::Result<()> {
-        self.deploy_tagged(name, runtime, handler, zip, per_tenant, &[])
-            .await
-    }
-
-    pub async fn deploy_tagged(
-        &self,
-        name: &str,
-        runtime: &str,
-        handler: Option<&str>,
-        zip: &[u8],
-        per_tenant: bool,
         tags: &[(&str, &str)],
     ) -> anyhow::Result<()> {
         let mut body = serde_json::json!({
