@@ -42,10 +42,10 @@ pub struct ServeArgs {
     /// `condo:network=outbound` their connections. Default: `pasta` on PATH, if there is one.
     #[arg(long)]
     network_helper: Option<PathBuf>,
-    /// Threads running the platform's own work (HTTP, Runtime API, scheduling). Default: half
-    /// the cores, at least one. Functions run in their own processes on the other cores; an
-    /// invocation's several hand-offs between tasks stay on one thread more often with fewer
-    /// threads, and each hand-off to another core is a wake-up that costs microseconds.
+    /// Threads running the platform's own work (HTTP, Runtime API, scheduling). Default: one
+    /// per core. Fewer leave more of the host to functions and keep an invocation's hand-offs
+    /// between tasks on one thread more often; on a 2-core host, 1 and 2 measured the same
+    /// within noise (`condo bench warm`).
     #[arg(long, env = "CONDO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
 }
@@ -79,7 +79,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn default_worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The configured helper (which must exist), or `pasta` from PATH, or none.
