@@ -131,6 +131,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The benchmark functions' code, as ZIPs.
 struct Functions {
     rust_echo: Vec<u8>,
+    raw_echo: Vec<u8>,
     rust_echo_dir: PathBuf,
     python: Vec<u8>,
     node: Vec<u8>,
@@ -141,27 +142,34 @@ const NODE_ECHO: &str = "export const handler = async (event) => event;\n";
 
 impl Functions {
     fn build(_with_peer: bool) -> anyhow::Result<Self> {
-        let dir = repo_root()?.join("examples").join("rust-echo");
-        let target = repo_root()?.join("target").join("examples");
-        eprintln!("building the Rust echo function (lambda_runtime)...");
-        let status = std::process::Command::new("cargo")
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .context("running cargo")?;
-        if !status.success() {
-            bail!("building examples/rust-echo failed");
-        }
-        let bootstrap = std::fs::read(target.join("release").join("bootstrap"))?;
+        let examples = repo_root()?.join("examples");
+        eprintln!("building the Rust echo functions (lambda_runtime, and std only)...");
+        let bootstrap = build_example(&examples.join("rust-echo"), "bootstrap")?;
+        let raw = build_example(&examples.join("raw-echo"), "raw-echo")?;
         Ok(Self {
             rust_echo: zip_one("bootstrap", &bootstrap, true)?,
-            rust_echo_dir: dir,
+            raw_echo: zip_one("bootstrap", &raw, true)?,
+            rust_echo_dir: examples.join("rust-echo"),
             python: zip_one("app.py", PYTHON_ECHO.as_bytes(), false)?,
             node: zip_one("index.mjs", NODE_ECHO.as_bytes(), false)?,
         })
     }
+}
+
+/// Builds one of the checkout's example crates and returns its binary `bin`.
+fn build_example(dir: &std::path::Path, bin: &str) -> anyhow::Result<Vec<u8>> {
+    let target = repo_root()?.join("target").join("examples");
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("building {} failed", dir.display());
+    }
+    Ok(std::fs::read(target.join("release").join(bin))?)
 }
 
 /// The workspace root: the benchmark builds its functions from the checkout's examples.
@@ -263,6 +271,9 @@ async fn warm(f: &Functions, sizes: &Sizes, quick: bool, no_peer: bool) -> anyho
     server
         .deploy("echo", "provided.al2023", None, &f.rust_echo, false, &[])
         .await?;
+    server
+        .deploy("raw-echo", "provided.al2023", None, &f.raw_echo, false, &[])
+        .await?;
     let floor = peer::Floor::start().await?;
     let peer = if quick || no_peer {
         Err(if quick {
@@ -287,11 +298,22 @@ async fn warm(f: &Functions, sizes: &Sizes, quick: bool, no_peer: bool) -> anyho
             &format!("condo c={c}"),
         )
         .await?;
+        let raw = load(
+            &server,
+            "raw-echo",
+            Tenants::Fixed(None),
+            c,
+            n,
+            &format!("condo, std-only runtime, c={c}"),
+        )
+        .await?;
         let fl = floor.run(c, n).await?;
         let mut row = json!({
             "concurrency": c,
             "condo": stats(&condo.latencies),
             "condo_throughput": condo.throughput().round(),
+            "condo_std_runtime": stats(&raw.latencies),
+            "condo_std_runtime_throughput": raw.throughput().round(),
             "floor": stats(&fl.latencies),
             "floor_throughput": fl.throughput().round(),
         });
@@ -304,6 +326,7 @@ async fn warm(f: &Functions, sizes: &Sizes, quick: bool, no_peer: bool) -> anyho
     }
     Ok(json!({
         "function": "Rust lambda_runtime echo, provided.al2023, 1 KB payload, Invoke API",
+        "std_runtime_function": "the same echo with a std-only Runtime API client (examples/raw-echo)",
         "levels": rows,
         "peer": match &peer { Ok(_) => json!("cargo lambda watch"), Err(e) => json!({"skipped": e}) },
     }))

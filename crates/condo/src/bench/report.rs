@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::charts;
 
@@ -226,6 +226,7 @@ fn warm(md: &mut String, out: &Path, w: &Value) -> anyhow::Result<()> {
             format!("c={c} p50"),
             vec![
                 f(&r["condo"]["p50_us"]),
+                f(&r["condo_std_runtime"]["p50_us"]),
                 f(&r["floor"]["p50_us"]),
                 f(&r["peer"]["p50_us"]),
             ],
@@ -234,6 +235,7 @@ fn warm(md: &mut String, out: &Path, w: &Value) -> anyhow::Result<()> {
             format!("c={c} p99"),
             vec![
                 f(&r["condo"]["p99_us"]),
+                f(&r["condo_std_runtime"]["p99_us"]),
                 f(&r["floor"]["p99_us"]),
                 f(&r["peer"]["p99_us"]),
             ],
@@ -244,10 +246,30 @@ fn warm(md: &mut String, out: &Path, w: &Value) -> anyhow::Result<()> {
         charts::grouped_bars(
             "Warm invoke latency (1 KB echo)",
             "ms",
-            &["condo", "floor", "cargo lambda watch"],
+            &[
+                "condo",
+                "condo, std-only runtime",
+                "floor",
+                "cargo lambda watch",
+            ],
             &rows,
         ),
     )?;
+    let _ = writeln!(md, "\nWithout a runtime library: {}. What remains over the floor is the platform's own share.\n", w["std_runtime_function"].as_str().unwrap_or("a std-only runtime"));
+    let _ = writeln!(md, "| concurrency | condo (std-only runtime) p50 | p99 | throughput | overhead over the floor (p50) |\n|---|---|---|---|---|");
+    for r in w["levels"].as_array().into_iter().flatten() {
+        let overhead = r["condo_std_runtime"]["p50_us"].as_f64().unwrap_or(0.0)
+            - r["floor"]["p50_us"].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            r["concurrency"],
+            us(&r["condo_std_runtime"]["p50_us"]),
+            us(&r["condo_std_runtime"]["p99_us"]),
+            rate(&r["condo_std_runtime_throughput"]),
+            us(&json!(overhead))
+        );
+    }
     let _ = writeln!(md, "\n![warm invoke latency](warm.svg)\n");
     Ok(())
 }
