@@ -47,6 +47,9 @@ struct Sizes {
     churn_visits: usize,
     noisy_seconds: u64,
     density_envs: usize,
+    /// Rounds of the warm and noisy-neighbour measurements, interleaved so that a burst of
+    /// noise on the shared machine lands on every contender alike; samples are pooled.
+    rounds: usize,
 }
 
 impl Sizes {
@@ -59,6 +62,7 @@ impl Sizes {
                 churn_visits: 3,
                 noisy_seconds: 3,
                 density_envs: 10,
+                rounds: 1,
             }
         } else {
             Self {
@@ -68,6 +72,7 @@ impl Sizes {
                 churn_visits: 3,
                 noisy_seconds: 15,
                 density_envs: 200,
+                rounds: 3,
             }
         }
     }
@@ -255,6 +260,36 @@ fn stats(latencies: &[Duration]) -> Value {
     })
 }
 
+/// One measurement over several rounds: latencies pooled, throughput the median round's.
+#[derive(Default)]
+struct Rounds {
+    latencies: Vec<Duration>,
+    throughputs: Vec<f64>,
+}
+
+impl Rounds {
+    fn add(&mut self, r: LoadResult) {
+        self.throughputs.push(r.throughput());
+        self.latencies.extend(r.latencies);
+    }
+
+    fn stats(&mut self) -> Value {
+        self.latencies.sort();
+        stats(&self.latencies)
+    }
+
+    fn percentile_us(&mut self, p: f64) -> f64 {
+        self.latencies.sort();
+        percentile(&self.latencies, p).as_secs_f64() * 1e6
+    }
+
+    fn throughput(&self) -> f64 {
+        let mut t = self.throughputs.clone();
+        t.sort_by(f64::total_cmp);
+        t.get(t.len() / 2).copied().unwrap_or(0.0).round()
+    }
+}
+
 fn median_ms(values: impl Iterator<Item = Duration>) -> f64 {
     let mut v: Vec<Duration> = values.collect();
     v.sort();
@@ -289,44 +324,57 @@ async fn warm(f: &Functions, sizes: &Sizes, quick: bool, no_peer: bool) -> anyho
     let mut rows = Vec::new();
     for &c in levels {
         let n = sizes.warm_requests.max(c * 20);
-        let condo = load(
-            &server,
-            "echo",
-            Tenants::Fixed(None),
-            c,
-            n,
-            &format!("condo c={c}"),
-        )
-        .await?;
-        let raw = load(
-            &server,
-            "raw-echo",
-            Tenants::Fixed(None),
-            c,
-            n,
-            &format!("condo, std-only runtime, c={c}"),
-        )
-        .await?;
-        let fl = floor.run(c, n).await?;
+        let (mut condo, mut raw, mut fl, mut pr) = Default::default();
+        for round in 1..=sizes.rounds {
+            let of = format!("c={c}, round {round}/{}", sizes.rounds);
+            Rounds::add(
+                &mut condo,
+                load(
+                    &server,
+                    "echo",
+                    Tenants::Fixed(None),
+                    c,
+                    n,
+                    &format!("condo {of}"),
+                )
+                .await?,
+            );
+            Rounds::add(
+                &mut raw,
+                load(
+                    &server,
+                    "raw-echo",
+                    Tenants::Fixed(None),
+                    c,
+                    n,
+                    &format!("condo, std-only runtime, {of}"),
+                )
+                .await?,
+            );
+            Rounds::add(&mut fl, floor.run(c, n).await?);
+            if let Ok(p) = &peer {
+                Rounds::add(&mut pr, p.run(&server, c, n).await?);
+            }
+        }
         let mut row = json!({
             "concurrency": c,
-            "condo": stats(&condo.latencies),
-            "condo_throughput": condo.throughput().round(),
-            "condo_std_runtime": stats(&raw.latencies),
-            "condo_std_runtime_throughput": raw.throughput().round(),
-            "floor": stats(&fl.latencies),
-            "floor_throughput": fl.throughput().round(),
+            "condo": condo.stats(),
+            "condo_throughput": condo.throughput(),
+            "condo_std_runtime": raw.stats(),
+            "condo_std_runtime_throughput": raw.throughput(),
+            "floor": fl.stats(),
+            "floor_throughput": fl.throughput(),
         });
-        if let Ok(p) = &peer {
-            let r = p.run(&server, c, n).await?;
-            row["peer"] = stats(&r.latencies);
-            row["peer_throughput"] = json!(r.throughput().round());
+        if peer.is_ok() {
+            row["peer"] = pr.stats();
+            row["peer_throughput"] = json!(pr.throughput());
         }
         rows.push(row);
     }
     Ok(json!({
         "function": "Rust lambda_runtime echo, provided.al2023, 1 KB payload, Invoke API",
         "std_runtime_function": "the same echo with a std-only Runtime API client (examples/raw-echo)",
+        "rounds": sizes.rounds,
         "levels": rows,
         "peer": match &peer { Ok(_) => json!("cargo lambda watch"), Err(e) => json!({"skipped": e}) },
     }))
@@ -439,18 +487,62 @@ async fn noisy(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
     for (label, function) in [("without_limits", "echo"), ("with_limits", "echo-capped")] {
         runs.insert(
             label.into(),
-            noisy_run(&server, function, sizes.noisy_seconds).await?,
+            noisy_run(&server, function, sizes.noisy_seconds, sizes.rounds).await?,
         );
     }
     Ok(json!({
         "runs": runs,
+        "rounds": sizes.rounds,
         "tenant_cap": NOISY_TENANT_CAP,
         "limits": format!("without: the account and tenant-environment caps only; with: condo:tenant-max-concurrency={NOISY_TENANT_CAP} on the function, so the flooding tenant is answered 429 past {NOISY_TENANT_CAP} invocations in flight (the flooder does not back off)"),
     }))
 }
 
 /// The quiet tenant alone, then beside a flooding tenant of the same function.
-async fn noisy_run(server: &BenchServer, function: &str, seconds: u64) -> anyhow::Result<Value> {
+async fn noisy_run(
+    server: &BenchServer,
+    function: &str,
+    seconds: u64,
+    rounds: usize,
+) -> anyhow::Result<Value> {
+    let (mut solo, mut shared, mut flood) =
+        (Rounds::default(), Rounds::default(), Rounds::default());
+    let (mut served, mut throttled, mut errors) = (0, 0, 0);
+    for round in 1..=rounds {
+        let r = noisy_round(
+            server,
+            function,
+            seconds,
+            &format!("round {round}/{rounds}"),
+        )
+        .await?;
+        solo.add(r.solo);
+        shared.add(r.shared);
+        served += r.flood.latencies.len();
+        (throttled, errors) = (throttled + r.flood.throttled, errors + r.flood.errors);
+        flood.add(r.flood);
+    }
+    Ok(json!({
+        "quiet_solo": solo.stats(),
+        "quiet_with_neighbour": shared.stats(),
+        "p50_ratio": (shared.percentile_us(0.5) / solo.percentile_us(0.5) * 100.0).round() / 100.0,
+        "p99_ratio": (shared.percentile_us(0.99) / solo.percentile_us(0.99) * 100.0).round() / 100.0,
+        "neighbour": { "latency": flood.stats(), "answers_per_s": flood.throughput(), "served": served, "throttled_429": throttled, "errors": errors },
+    }))
+}
+
+struct NoisyRound {
+    solo: LoadResult,
+    shared: LoadResult,
+    flood: LoadResult,
+}
+
+async fn noisy_round(
+    server: &BenchServer,
+    function: &str,
+    seconds: u64,
+    round: &str,
+) -> anyhow::Result<NoisyRound> {
     let quiet_requests = (20 * seconds) as usize;
     let quiet = || LoadSpec {
         endpoint: server.endpoint.clone(),
@@ -466,9 +558,11 @@ async fn noisy_run(server: &BenchServer, function: &str, seconds: u64) -> anyhow
         interval: Duration::from_millis(50),
         stop: None,
     };
-    eprintln!("  {function}: quiet tenant alone, 20 rps for {seconds} s");
+    eprintln!("  {function}, {round}: quiet tenant alone, 20 rps for {seconds} s");
     let solo = loadgen::run(quiet(), None).await?;
-    eprintln!("  {function}: quiet tenant at 20 rps while another floods at concurrency 16");
+    eprintln!(
+        "  {function}, {round}: quiet tenant at 20 rps while another floods at concurrency 16"
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood_spec = LoadSpec {
         tenants: Tenants::Fixed(Some("noisy".into())),
@@ -491,14 +585,11 @@ async fn noisy_run(server: &BenchServer, function: &str, seconds: u64) -> anyhow
             solo.throttled + shared.throttled
         );
     }
-    let p = |r: &LoadResult, q: f64| percentile(&r.latencies, q).as_secs_f64() * 1e6;
-    Ok(json!({
-        "quiet_solo": stats(&solo.latencies),
-        "quiet_with_neighbour": stats(&shared.latencies),
-        "p50_ratio": (p(&shared, 0.5) / p(&solo, 0.5) * 100.0).round() / 100.0,
-        "p99_ratio": (p(&shared, 0.99) / p(&solo, 0.99) * 100.0).round() / 100.0,
-        "neighbour": { "latency": stats(&flood.latencies), "answers_per_s": flood.throughput().round(), "served": flood.latencies.len(), "throttled_429": flood.throttled, "errors": flood.errors },
-    }))
+    Ok(NoisyRound {
+        solo,
+        shared,
+        flood,
+    })
 }
 
 async fn density(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {

@@ -69,7 +69,7 @@ pub fn write(out: &Path, report: &Value) -> anyhow::Result<()> {
 }
 
 fn noisy(md: &mut String, n: &Value) {
-    let _ = writeln!(md, "## Noisy neighbour\n\nA quiet tenant sends 20 requests/s, alone and then while another tenant of the same function floods at concurrency 16; once without per-tenant limits and once with them. Limits: {}.\n", n["limits"].as_str().unwrap_or(""));
+    let _ = writeln!(md, "## Noisy neighbour\n\nA quiet tenant sends 20 requests/s, alone and then while another tenant of the same function floods at concurrency 16; once without per-tenant limits and once with them. Rounds of each: {}, samples pooled. Limits: {}.\n", n["rounds"], n["limits"].as_str().unwrap_or(""));
     let _ = writeln!(
         md,
         "| limits | quiet tenant | p50 | p99 | max | count |\n|---|---|---|---|---|---|"
@@ -200,7 +200,7 @@ fn targets(md: &mut String, s: &Value) {
 }
 
 fn warm(md: &mut String, out: &Path, w: &Value) -> anyhow::Result<()> {
-    let _ = writeln!(md, "## Warm invoke\n\n{}. Floor: one keep-alive HTTP round trip on loopback to a server that echoes the body, with the same client. Peer: {}.\n", w["function"].as_str().unwrap_or(""), w["peer"].as_str().map_or_else(|| format!("skipped ({})", w["peer"]["skipped"].as_str().unwrap_or("")), str::to_owned));
+    let _ = writeln!(md, "## Warm invoke\n\n{}. Floor: one keep-alive HTTP round trip on loopback to a server that echoes the body, with the same client. Peer: {}. Rounds: {}, each contender in turn; latencies pool the rounds' samples, throughput is the median round's.\n", w["function"].as_str().unwrap_or(""), w["peer"].as_str().map_or_else(|| format!("skipped ({})", w["peer"]["skipped"].as_str().unwrap_or("")), str::to_owned), w["rounds"]);
     let _ = writeln!(md, "| concurrency | condo p50 | p90 | p99 | max | throughput | floor p50 | floor p99 | floor throughput | peer p50 | peer p99 | peer throughput | condo/floor p50 | condo/peer throughput |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for r in w["levels"].as_array().into_iter().flatten() {
@@ -275,7 +275,7 @@ fn warm(md: &mut String, out: &Path, w: &Value) -> anyhow::Result<()> {
 }
 
 fn cold(md: &mut String, out: &Path, c: &Value) -> anyhow::Result<()> {
-    let _ = writeln!(md, "## Cold start\n\n{}. Sandbox: limits, root, namespaces, filter, exec (namespaces and cgroup come prepared). Init: runtime start to its first `/next`. The rest: the invoke itself, the function and the API.\n", c["what"].as_str().unwrap_or(""));
+    let _ = writeln!(md, "## Cold start\n\n{}. Sandbox: limits, the function's own mounts, `/tmp`, user namespace, filter, exec (the cgroup, the namespaces and the shared root come prepared). Init: runtime start to its first `/next`. The rest: the invoke itself, the function and the API.\n", c["what"].as_str().unwrap_or(""));
     let _ = writeln!(md, "| runtime | total p50 | p90 | p99 | max | sandbox | init | invoke + API | count | live environments after |\n|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for r in c["runtimes"].as_array().into_iter().flatten() {
