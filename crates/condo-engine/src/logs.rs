@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// How long the sink gathers events before one write. Each write is a SQLite transaction, so
-/// at thousands of invocations a second this turns thousands of commits into a few dozen; it is
+/// at thousands of invocations a second this turns thousands of commits into ten; it is
 /// also the longest an event waits before it can be read back.
-const BATCH_LINGER: Duration = Duration::from_millis(20);
+const BATCH_LINGER: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 4096;
 
 enum SinkMessage {
