@@ -1,5 +1,6 @@
 //! The SQLite database: schema migrations and one small repository per concern.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -66,6 +67,42 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX log_events_stream ON log_events(log_group, log_stream, timestamp_ms);",
     "ALTER TABLE functions ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';",
+    // Events name their stream by an integer id: two text columns per row, and in the index,
+    // made every append cost several times what it must. Streams get an explicit id (a bare
+    // rowid may change on VACUUM); events of a stream never recorded keep a stream row.
+    "CREATE TABLE log_streams_v3 (
+        id INTEGER PRIMARY KEY,
+        log_group TEXT NOT NULL,
+        log_stream TEXT NOT NULL,
+        function TEXT NOT NULL,
+        version TEXT NOT NULL,
+        tenant_id TEXT,
+        environment_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        UNIQUE (log_group, log_stream)
+    );
+    INSERT INTO log_streams_v3 (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
+        SELECT log_group, log_stream, function, version, tenant_id, environment_id, created_ms FROM log_streams;
+    INSERT OR IGNORE INTO log_streams_v3 (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
+        SELECT log_group, log_stream, '', '', MAX(tenant_id), '', MIN(timestamp_ms) FROM log_events
+        GROUP BY log_group, log_stream;
+    CREATE TABLE log_events_v3 (
+        id INTEGER PRIMARY KEY,
+        stream_id INTEGER NOT NULL REFERENCES log_streams_v3(id),
+        timestamp_ms INTEGER NOT NULL,
+        ingestion_ms INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        request_id TEXT,
+        tenant_id TEXT
+    );
+    INSERT INTO log_events_v3 (id, stream_id, timestamp_ms, ingestion_ms, message, request_id, tenant_id)
+        SELECT e.id, s.id, e.timestamp_ms, e.ingestion_ms, e.message, e.request_id, e.tenant_id
+        FROM log_events e JOIN log_streams_v3 s ON s.log_group = e.log_group AND s.log_stream = e.log_stream;
+    DROP TABLE log_events;
+    DROP TABLE log_streams;
+    ALTER TABLE log_streams_v3 RENAME TO log_streams;
+    ALTER TABLE log_events_v3 RENAME TO log_events;
+    CREATE INDEX log_events_stream ON log_events(stream_id, timestamp_ms);",
 ];
 
 /// The database handle. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -489,8 +526,12 @@ impl Store {
     pub fn create_log_stream(&self, s: &LogStreamInfo) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO log_streams (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO log_streams (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (log_group, log_stream) DO UPDATE SET function = excluded.function,
+                     version = excluded.version, tenant_id = excluded.tenant_id,
+                     environment_id = excluded.environment_id
+                 WHERE log_streams.environment_id = ''",
                 params![s.log_group, s.log_stream, s.function, s.version, s.tenant_id, s.environment_id, s.created_ms],
             )?;
             Ok(())
@@ -505,12 +546,23 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO log_events (log_group, log_stream, timestamp_ms, ingestion_ms, message, request_id, tenant_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                // A batch holds the events of a few streams: look each one up once.
+                let mut streams: HashMap<(&str, &str), i64> = HashMap::new();
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO log_events (stream_id, timestamp_ms, ingestion_ms, message, request_id, tenant_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for e in events {
-                    stmt.execute(params![e.log_group, e.log_stream, e.timestamp_ms, ingestion_ms, e.message, e.request_id, e.tenant_id])?;
+                    let key = (e.log_group.as_str(), e.log_stream.as_str());
+                    let stream_id = match streams.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            let id = stream_id(&tx, e)?;
+                            streams.insert(key, id);
+                            id
+                        }
+                    };
+                    insert.execute(params![stream_id, e.timestamp_ms, ingestion_ms, e.message, e.request_id, e.tenant_id])?;
                 }
             }
             tx.commit()?;
@@ -527,8 +579,9 @@ impl Store {
     ) -> Result<Vec<LogEvent>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT log_group, log_stream, timestamp_ms, message, request_id, tenant_id FROM log_events
-                 WHERE log_group = ?1 AND log_stream = ?2 ORDER BY timestamp_ms, id LIMIT ?3",
+                "SELECT s.log_group, s.log_stream, e.timestamp_ms, e.message, e.request_id, e.tenant_id
+                 FROM log_events e JOIN log_streams s ON s.id = e.stream_id
+                 WHERE s.log_group = ?1 AND s.log_stream = ?2 ORDER BY e.timestamp_ms, e.id LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![log_group, log_stream, limit as i64], |r| {
                 Ok(LogEvent {
@@ -566,6 +619,24 @@ impl Store {
     }
 }
 
+/// The id of an event's stream. Streams are recorded when their environment starts; one that
+/// was not (its recording failed) gets a row here, so no event is ever dropped.
+fn stream_id(c: &Connection, e: &LogEvent) -> Result<i64, StoreError> {
+    let found: Option<i64> = c
+        .prepare_cached("SELECT id FROM log_streams WHERE log_group = ?1 AND log_stream = ?2")?
+        .query_row(params![e.log_group, e.log_stream], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    c.prepare_cached(
+        "INSERT INTO log_streams (log_group, log_stream, function, version, tenant_id, environment_id, created_ms)
+         VALUES (?1, ?2, '', '', ?3, '', ?4)",
+    )?
+    .execute(params![e.log_group, e.log_stream, e.tenant_id, e.timestamp_ms])?;
+    Ok(c.last_insert_rowid())
+}
+
 fn put_version(c: &Connection, config: &FunctionConfig) -> Result<(), StoreError> {
     let json = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.execute(
@@ -584,6 +655,89 @@ fn decode(json: &str) -> Result<FunctionConfig, StoreError> {
 mod tests {
     use super::*;
     use condo_types::*;
+
+    fn event(stream: &str, ts: i64, message: &str) -> LogEvent {
+        LogEvent {
+            log_group: "/aws/lambda/f".into(),
+            log_stream: stream.into(),
+            timestamp_ms: ts,
+            message: message.into(),
+            request_id: Some("req".into()),
+            tenant_id: Some("blue".into()),
+        }
+    }
+
+    fn messages(store: &Store, stream: &str) -> Vec<String> {
+        store
+            .log_events("/aws/lambda/f", stream, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    #[test]
+    fn log_events_are_kept_per_stream_in_time_order() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_log_stream(&LogStreamInfo {
+                log_group: "/aws/lambda/f".into(),
+                log_stream: "one".into(),
+                function: "f".into(),
+                version: "$LATEST".into(),
+                tenant_id: Some("blue".into()),
+                environment_id: "env-1".into(),
+                created_ms: 1,
+            })
+            .unwrap();
+        let batch = [
+            event("one", 3, "c"),
+            event("never-recorded", 1, "x"),
+            event("one", 1, "a"),
+            event("one", 2, "b"),
+        ];
+        store.append_log_events(&batch, 10).unwrap();
+        store
+            .append_log_events(&[event("one", 4, "d")], 11)
+            .unwrap();
+        assert_eq!(messages(&store, "one"), ["a", "b", "c", "d"]);
+        // An event whose stream was never recorded is kept, under a stream made for it.
+        assert_eq!(messages(&store, "never-recorded"), ["x"]);
+        let streams = store.log_streams("/aws/lambda/f").unwrap();
+        assert_eq!(streams.len(), 2);
+        assert!(streams
+            .iter()
+            .any(|s| s.log_stream == "one" && s.environment_id == "env-1"));
+    }
+
+    #[test]
+    fn the_stream_id_migration_keeps_every_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("condo.db");
+        {
+            // A database as the release before it left it: schema version 2.
+            let c = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..2] {
+                c.execute_batch(step).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute_batch(
+                "INSERT INTO log_streams VALUES ('/aws/lambda/f', 'one', 'f', '$LATEST', 'blue', 'env-1', 1);
+                 INSERT INTO log_events (log_group, log_stream, timestamp_ms, ingestion_ms, message, request_id, tenant_id)
+                 VALUES ('/aws/lambda/f', 'one', 2, 5, 'second', 'r', 'blue'),
+                        ('/aws/lambda/f', 'one', 1, 5, 'first', 'r', 'blue'),
+                        ('/aws/lambda/f', 'orphan', 1, 5, 'kept', 'r', 'green');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(messages(&store, "one"), ["first", "second"]);
+        assert_eq!(messages(&store, "orphan"), ["kept"]);
+        store
+            .append_log_events(&[event("one", 3, "third")], 6)
+            .unwrap();
+        assert_eq!(messages(&store, "one"), ["first", "second", "third"]);
+    }
 
     fn config(name: &str) -> FunctionConfig {
         FunctionConfig {
