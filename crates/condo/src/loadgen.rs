@@ -127,20 +127,18 @@ pub async fn run(
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
+            let target = Target {
+                spec: &spec,
+                host: &host,
+                path: &path,
+                payload: &payload,
+            };
             let mut out = LoadResult::default();
             let mut paused = Duration::ZERO;
             let schedule = Instant::now();
             let mut sent = 0u32;
             if let (true, Tenants::Fixed(tenant)) = (spec.warm_up, &spec.tenants) {
-                let _ = invoke(
-                    &mut sender,
-                    &spec,
-                    &host,
-                    &path,
-                    &payload,
-                    tenant.as_deref(),
-                )
-                .await;
+                let _ = target.invoke(&mut sender, tenant.as_deref()).await;
             }
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -165,16 +163,7 @@ pub async fn run(
                 }
                 let tenant = spec.tenants.for_request(i);
                 let t0 = Instant::now();
-                match invoke(
-                    &mut sender,
-                    &spec,
-                    &host,
-                    &path,
-                    &payload,
-                    tenant.as_deref(),
-                )
-                .await
-                {
+                match target.invoke(&mut sender, tenant.as_deref()).await {
                     Ok(Answer::Ok(phases)) => {
                         let total = t0.elapsed();
                         out.latencies.push(total);
@@ -226,56 +215,63 @@ enum Answer {
     Failed(String),
 }
 
-async fn invoke(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    spec: &LoadSpec,
-    host: &str,
-    path: &str,
-    payload: &Bytes,
-    tenant: Option<&str>,
-) -> anyhow::Result<Answer> {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", host.parse()?);
-    headers.insert("content-type", "application/json".parse()?);
-    if let Some(t) = tenant {
-        headers.insert("x-amz-tenant-id", t.parse()?);
+/// What every request of a run sends: the same function, endpoint and payload.
+struct Target<'a> {
+    spec: &'a LoadSpec,
+    host: &'a str,
+    path: &'a str,
+    payload: &'a Bytes,
+}
+
+impl Target<'_> {
+    async fn invoke(
+        &self,
+        sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", self.host.parse()?);
+        headers.insert("content-type", "application/json".parse()?);
+        if let Some(t) = tenant {
+            headers.insert("x-amz-tenant-id", t.parse()?);
+        }
+        for (k, v) in sigv4::sign(
+            "POST",
+            self.path,
+            None,
+            &headers,
+            self.payload,
+            &self.spec.credentials,
+            &self.spec.region,
+            "lambda",
+            chrono::Utc::now(),
+        ) {
+            headers.insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
+        }
+        let mut req = http::Request::post(self.path).body(Full::new(self.payload.clone()))?;
+        *req.headers_mut() = headers;
+        let resp = sender.send_request(req).await.context("send")?;
+        let status = resp.status();
+        let failed = resp.headers().contains_key("x-amz-function-error");
+        let phases = resp
+            .headers()
+            .get(condo_api::COLD_START_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_cold_start);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("read answer")?
+            .to_bytes();
+        Ok(if status.as_u16() == 429 {
+            Answer::Throttled
+        } else if !status.is_success() || failed {
+            Answer::Failed(format!("{status} {}", String::from_utf8_lossy(&body)))
+        } else {
+            Answer::Ok(phases)
+        })
     }
-    for (k, v) in sigv4::sign(
-        "POST",
-        path,
-        None,
-        &headers,
-        payload,
-        &spec.credentials,
-        &spec.region,
-        "lambda",
-        chrono::Utc::now(),
-    ) {
-        headers.insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
-    }
-    let mut req = http::Request::post(path).body(Full::new(payload.clone()))?;
-    *req.headers_mut() = headers;
-    let resp = sender.send_request(req).await.context("send")?;
-    let status = resp.status();
-    let failed = resp.headers().contains_key("x-amz-function-error");
-    let phases = resp
-        .headers()
-        .get(condo_api::COLD_START_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_cold_start);
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("read answer")?
-        .to_bytes();
-    Ok(if status.as_u16() == 429 {
-        Answer::Throttled
-    } else if !status.is_success() || failed {
-        Answer::Failed(format!("{status} {}", String::from_utf8_lossy(&body)))
-    } else {
-        Answer::Ok(phases)
-    })
 }
 
 /// Reads `sandbox=<ms>ms; init=<ms>ms` (condo's cold-start header).
