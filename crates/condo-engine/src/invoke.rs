@@ -8,6 +8,7 @@ use condo_runtime_api::Invocation;
 use condo_types::{Arn, FunctionConfig, FunctionName, Qualifier, TenantId, Version};
 use tracing::Instrument;
 
+use crate::completion::RunToCompletion;
 use crate::environment::{ColdStart, Environment, FunctionError, StartError};
 use crate::pool::{Checkout, PoolKey};
 use crate::{Engine, EngineError, EngineShared};
@@ -46,8 +47,8 @@ impl Engine {
         }
     }
 
-    /// Runs one synchronous invocation. It runs on its own task, so a client that goes away
-    /// does not cut an invocation (or its environment) in half.
+    /// Runs one synchronous invocation. It runs to its end even if the caller goes away, so a
+    /// client that hangs up does not cut an invocation (or its environment) in half.
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
         if self
             .shared
@@ -61,12 +62,14 @@ impl Engine {
         let request_id = uuid::Builder::from_random_bytes(rand::random())
             .into_uuid()
             .to_string();
-        let span = tracing::info_span!("invoke", request_id = %request_id, function = %req.function,
+        // Debug level: at the default level a span per invocation costs formatting and bookkeeping
+        // on the request path for nothing.
+        let span = tracing::debug_span!("invoke", request_id = %request_id, function = %req.function,
             tenant = req.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"));
         let shared = self.shared.clone();
-        tokio::spawn(run(shared, config, req, request_id).instrument(span))
+        RunToCompletion::new(run(shared, config, req, request_id).instrument(span))
             .await
-            .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))?
+            .ok_or_else(|| EngineError::Internal("invocation polled after it finished".into()))?
     }
 }
 

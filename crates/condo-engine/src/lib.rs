@@ -5,6 +5,7 @@
 //! (function, version, tenant) at construction and keeps it for life.
 #![forbid(unsafe_code)]
 
+mod completion;
 mod control;
 mod environment;
 mod invoke;

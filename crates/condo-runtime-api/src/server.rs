@@ -296,6 +296,9 @@ async fn respond(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<
     {
         Ok(body) => {
             let _ = reply.send(InvocationOutcome::Response(body.to_bytes()));
+            // Let the invocation answer its caller before this answers the runtime: the
+            // caller is waiting, the runtime's next `/next` is not.
+            tokio::task::yield_now().await;
             accepted()
         }
         Err(_) => {
