@@ -2,13 +2,15 @@
 tenant-isolated function from taking the function's whole concurrency; its other tenants keep
 running. Set and cleared with the stock TagResource / UntagResource, kept across a restart."""
 
+import hashlib
 import threading
 import time
+from pathlib import Path
 
 import botocore.exceptions
 import pytest
 
-from conftest import error_of, invoke_json, probe_zip
+from conftest import PER_TENANT, ROLE, client_for, error_of, invoke_json, poll, probe_zip
 
 TAG = "condo:tenant-max-concurrency"
 
@@ -134,3 +136,46 @@ def test_the_cap_needs_tenant_isolation_mode(lambda_client, make_function, uniqu
     with pytest.raises(botocore.exceptions.ClientError) as e:
         make_function(probe_zip(), name=unique_name("created"), Tags={TAG: "2"})
     assert error_of(e)[:2] == (400, "InvalidParameterValueException")
+
+
+def environment_weights(data_dir) -> list[int]:
+    """The CPU weight (v1 `cpu.shares` or v2 `cpu.weight`) of each of the instance's sandbox
+    groups that holds a running function (not a prepared sandbox, whose init step is condo)."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    instances = {p.resolve() for p in Path("/sys/fs/cgroup").glob(f"*/condo/{digest}")}
+    instances |= {p for p in [Path("/sys/fs/cgroup/condo") / digest] if p.is_dir()}
+    weights = []
+    for instance in instances:
+        for group in (g for g in instance.iterdir() if g.is_dir()):
+            weight_file = next((group / f for f in ("cpu.shares", "cpu.weight") if (group / f).exists()), None)
+            if weight_file is None:
+                continue
+            pids = (group / "cgroup.procs").read_text().split()
+            commands = []
+            for pid in pids:
+                try:
+                    commands.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+                except OSError:
+                    pass
+            if any(b"python" in c for c in commands):
+                weights.append(int(weight_file.read_text()))
+    return sorted(weights)
+
+
+def test_a_tenant_that_scales_out_shares_one_environments_cpu_weight(start_server):
+    """Fair scheduling: under contention, the three environments of a tenant that scaled out
+    weigh together what the one environment of another tenant weighs."""
+    server = start_server()
+    client = client_for(server)
+    client.create_function(FunctionName="fair", Runtime="python3.11", Role=ROLE,
+                           Handler="probe.handler", Code={"ZipFile": probe_zip()},
+                           TenancyConfig=PER_TENANT, Timeout=60)
+    held = [hold(client, "fair", "Wide", 8) for _ in range(3)] + [hold(client, "fair", "Narrow", 8)]
+    weights = poll(lambda: (lambda w: w if len(w) == 4 else None)(environment_weights(server.data_dir)),
+                   30, "four running environments")
+    wide, narrow = weights[:3], weights[3]
+    assert len(set(wide)) == 1, weights
+    # Integer division: the narrow tenant's weight is three of the wide tenant's, give or take.
+    assert abs(narrow - 3 * wide[0]) <= 3, weights
+    assert narrow > 2 * wide[0], weights
+    join(*held)

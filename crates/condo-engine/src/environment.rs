@@ -9,9 +9,10 @@ use condo_runtime_api::{Invocation, InvocationOutcome, Phase, RuntimeApi};
 use condo_sandbox::{ExitStatus, ExitWatch, Sandbox, SandboxError};
 use condo_types::{FunctionConfig, Limits, LogFormat};
 
+use crate::fairness::ShareGuard;
 use crate::logs::{finish_tail, Capture};
 use crate::pool::{PoolKey, Pooled};
-use crate::runtimes::{sandbox_spec, EnvironmentIdentity};
+use crate::runtimes::{resource_limits, sandbox_spec, EnvironmentIdentity};
 use crate::EngineShared;
 
 /// A function error as Lambda reports it: `X-Amz-Function-Error: Unhandled` and this body.
@@ -50,6 +51,8 @@ pub struct Environment {
     api: RuntimeApi,
     capture: Capture,
     exit: ExitWatch,
+    /// Its place in its tenant's CPU share (tenant isolation mode only).
+    _cpu_share: Option<ShareGuard>,
     sandbox: Sandbox,
     init_duration: Option<Duration>,
     cold_start: Option<ColdStart>,
@@ -163,6 +166,12 @@ impl Environment {
             Err(e) => return Err(StartError::Platform(e.to_string())),
         };
         let sandbox_ready = started.elapsed();
+        let cpu_share = key.tenant.clone().map(|tenant| {
+            let base = resource_limits(config.memory.get()).cpu_weight;
+            shared
+                .tenant_shares
+                .join(config.name.clone(), tenant, sandbox.cpu_weight(), base)
+        });
 
         let platform = |e: std::io::Error| StartError::Platform(e.to_string());
         let listener = sandbox
@@ -205,6 +214,7 @@ impl Environment {
             api,
             capture,
             exit,
+            _cpu_share: cpu_share,
             sandbox,
             init_duration: None,
             cold_start: None,

@@ -8,6 +8,7 @@
 mod completion;
 mod control;
 mod environment;
+mod fairness;
 mod invoke;
 mod logs;
 mod pool;
@@ -102,6 +103,8 @@ pub(crate) struct EngineShared {
     pub(crate) spawner: spawner::Spawner,
     pub(crate) logs: logs::LogSink,
     pub(crate) pool: Mutex<Pool<Environment>>,
+    /// CPU weight shared by each tenant's environments.
+    pub(crate) tenant_shares: Arc<fairness::TenantShares>,
     /// Resolved configurations, so invocations do not hit the database.
     pub(crate) configs: RwLock<HashMap<(FunctionName, Version), Arc<FunctionConfig>>>,
     pub(crate) queue_wake: tokio::sync::Notify,
@@ -222,6 +225,7 @@ impl Engine {
             runtimes: HostRuntimes::probe(),
             sandbox_base,
             pool: Mutex::new(pool),
+            tenant_shares: fairness::TenantShares::new(),
             configs: RwLock::new(HashMap::new()),
             queue_wake: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

@@ -166,7 +166,6 @@ pub fn limit_writes(v2: bool, limits: &ResourceLimits) -> Vec<LimitWrite> {
     };
     // The kernel refuses quotas under 1 ms per period.
     let quota_us = (u64::from(limits.cpu_max_millis) * CPU_PERIOD_US / 1000).max(1000);
-    let weight = limits.cpu_weight.clamp(1, 10_000);
     if v2 {
         vec![
             w(
@@ -182,7 +181,7 @@ pub fn limit_writes(v2: bool, limits: &ResourceLimits) -> Vec<LimitWrite> {
                 limits.max_pids.to_string(),
                 false,
             ),
-            w(Controller::Cpu, "cpu.weight", weight.to_string(), false),
+            cpu_weight_write(true, limits.cpu_weight, 1),
             w(
                 Controller::Cpu,
                 "cpu.max",
@@ -191,8 +190,6 @@ pub fn limit_writes(v2: bool, limits: &ResourceLimits) -> Vec<LimitWrite> {
             ),
         ]
     } else {
-        // v1 shares are on a 1024 scale where v2 weights are on a 100 scale.
-        let shares = (u64::from(weight) * 1024 / 100).max(2);
         vec![
             w(
                 Controller::Memory,
@@ -212,7 +209,7 @@ pub fn limit_writes(v2: bool, limits: &ResourceLimits) -> Vec<LimitWrite> {
                 limits.max_pids.to_string(),
                 false,
             ),
-            w(Controller::Cpu, "cpu.shares", shares.to_string(), false),
+            cpu_weight_write(false, limits.cpu_weight, 1),
             w(
                 Controller::Cpu,
                 "cpu.cfs_period_us",
@@ -226,6 +223,41 @@ pub fn limit_writes(v2: bool, limits: &ResourceLimits) -> Vec<LimitWrite> {
                 false,
             ),
         ]
+    }
+}
+
+/// The write that gives a group `weight` (cgroup v2's scale) divided by `divisor`, in the finest
+/// unit the version offers: v1 shares are on a 1024 scale where v2 weights are on a 100 scale.
+pub fn cpu_weight_write(v2: bool, weight: u32, divisor: u32) -> LimitWrite {
+    let weight = u64::from(weight.clamp(1, 10_000));
+    let divisor = u64::from(divisor.max(1));
+    let (file, value) = if v2 {
+        ("cpu.weight", (weight / divisor).max(1))
+    } else {
+        ("cpu.shares", (weight * 1024 / 100 / divisor).max(2))
+    };
+    LimitWrite {
+        controller: Controller::Cpu,
+        file,
+        value: value.to_string(),
+        optional: false,
+    }
+}
+
+/// One sandbox's CPU weight, adjustable while it runs and apart from it, so a caller can
+/// rebalance a set of sandboxes (one tenant's) without owning them. Once the sandbox is gone,
+/// its group is too, and a write fails harmlessly.
+#[derive(Debug, Clone)]
+pub struct CpuWeight {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl CpuWeight {
+    /// Sets the weight to `weight` (cgroup v2's scale) divided by `divisor`.
+    pub fn set(&self, weight: u32, divisor: u32) -> io::Result<()> {
+        let w = cpu_weight_write(self.v2, weight, divisor);
+        write_file(&self.dir.join(w.file), &w.value)
     }
 }
 
@@ -407,6 +439,13 @@ impl Cgroup {
         Ok(())
     }
 
+    pub fn cpu_weight(&self) -> CpuWeight {
+        CpuWeight {
+            dir: self.layout.dir_of(Controller::Cpu).join(&self.relative),
+            v2: self.layout.is_v2(),
+        }
+    }
+
     /// How many times the kernel's OOM killer ended a process of this group.
     pub fn oom_kills(&self) -> u64 {
         let file = if self.layout.is_v2() {
@@ -581,6 +620,19 @@ mod tests {
         let w = limit_writes(false, &limits(128, 0, 0));
         assert!(values(&w).contains(&("cpu.shares", "10")));
         assert!(values(&w).contains(&("cpu.cfs_quota_us", "1000")));
+    }
+
+    #[test]
+    fn a_divided_weight_keeps_the_finest_unit_and_a_floor() {
+        let value = |v2, weight, divisor| cpu_weight_write(v2, weight, divisor).value;
+        assert_eq!(value(false, 7, 1), "71");
+        assert_eq!(value(false, 7, 16), "4");
+        assert_eq!(value(false, 7, 1000), "2");
+        assert_eq!(value(true, 200, 3), "66");
+        assert_eq!(value(true, 7, 16), "1");
+        assert_eq!(value(true, 7, 0), "7");
+        assert_eq!(cpu_weight_write(true, 7, 2).file, "cpu.weight");
+        assert_eq!(cpu_weight_write(false, 7, 2).file, "cpu.shares");
     }
 
     #[test]

@@ -510,6 +510,11 @@ impl Sandbox {
         self.process.cgroup.oom_kills() > 0
     }
 
+    /// A handle on the sandbox's CPU weight under contention, usable apart from it.
+    pub fn cpu_weight(&self) -> crate::CpuWeight {
+        self.process.cgroup.cpu_weight()
+    }
+
     /// Peak memory of the whole sandbox (its processes and its `/tmp`), in bytes.
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         self.process.cgroup.memory_peak()
