@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use condo_api::ApiCredentials;
 use condo_engine::{Engine, EngineConfig, PoolLimits};
 
@@ -153,6 +154,12 @@ async fn serve(
     );
     // Tests and scripts wait for this line on stdout.
     println!("condo ready on http://{addr}");
+    // Every response leaves at once: a body written in parts must not wait for an ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

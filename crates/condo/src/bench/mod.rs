@@ -559,7 +559,7 @@ async fn noisy_round(
         stop: None,
     };
     eprintln!("  {function}, {round}: quiet tenant alone, 20 rps for {seconds} s");
-    let solo = loadgen::run(quiet(), None).await?;
+    let solo = on_own_thread(quiet()).await?;
     eprintln!(
         "  {function}, {round}: quiet tenant at 20 rps while another floods at concurrency 16"
     );
@@ -575,7 +575,7 @@ async fn noisy_round(
     };
     let flood = tokio::spawn(loadgen::run(flood_spec, None));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let shared = loadgen::run(quiet(), None).await?;
+    let shared = on_own_thread(quiet()).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flood = flood.await??;
     if solo.errors + shared.errors + solo.throttled + shared.throttled > 0 {
@@ -590,6 +590,23 @@ async fn noisy_round(
         shared,
         flood,
     })
+}
+
+/// Runs a load on a thread and runtime of its own. The quiet tenant's client stands for a
+/// caller elsewhere: inside the harness its requests must not queue behind the flood's tasks.
+async fn on_own_thread(spec: LoadSpec) -> anyhow::Result<LoadResult> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("quiet-client".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(loadgen::run(spec, None)));
+            let _ = done.send(outcome);
+        })?;
+    result.await?
 }
 
 async fn density(f: &Functions, sizes: &Sizes) -> anyhow::Result<Value> {
