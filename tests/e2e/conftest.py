@@ -10,6 +10,7 @@ Environment:
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -213,6 +214,16 @@ def env_of(server: CondoServer) -> dict[str, str]:
         assert exports.get(key), f"`condo env` printed no {key}:\n{out.stdout}"
     assert exports["AWS_ENDPOINT_URL"] == server.endpoint
     return exports
+
+
+def instance_cgroups(data_dir: Path) -> list[Path]:
+    """A server's cgroup directories (`condo/<digest of its data dir>`) in every hierarchy that
+    has one, v1 or v2; v1 hierarchies mounted twice (`cpu` and `cpu,cpuacct`) count once."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    root = Path("/sys/fs/cgroup")
+    found = {p.resolve() for p in root.glob(f"*/condo/{digest}") if p.is_dir()}
+    found |= {p for p in [root / "condo" / digest] if p.is_dir()}
+    return sorted(found)
 
 
 def client_for(server: CondoServer):

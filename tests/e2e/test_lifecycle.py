@@ -6,7 +6,6 @@ the host's mounts, the instance's cgroups, and memory (the server's and its desc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONDO_BIN, PER_TENANT, ROLE, client_for, clean_environ, env_of, poll
+from conftest import CONDO_BIN, PER_TENANT, ROLE, client_for, clean_environ, env_of, instance_cgroups, poll
 from test_rust_runtime import bootstrap_zip, build_example
 
 LIFECYCLES = 10_000
@@ -23,14 +22,6 @@ PREPARED = 2
 # A prepared sandbox is two processes: its init step and the child that has already built the
 # shared part of the root and waits to become the program.
 PROCESSES_PER_PREPARED = 2
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def instance_cgroups(data_dir: Path) -> list[Path]:
-    """The instance's cgroup directories in every hierarchy that has them (v1 or v2)."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    return [p for p in CGROUP_ROOT.glob(f"*/condo/{digest}") if p.is_dir()] + \
-        [p for p in [CGROUP_ROOT / "condo" / digest] if p.is_dir()]
 
 
 def sandbox_groups(data_dir: Path) -> int:

@@ -2,7 +2,6 @@
 tenant-isolated function from taking the function's whole concurrency; its other tenants keep
 running. Set and cleared with the stock TagResource / UntagResource, kept across a restart."""
 
-import hashlib
 import threading
 import time
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from conftest import PER_TENANT, ROLE, client_for, error_of, invoke_json, poll, probe_zip
+from conftest import (PER_TENANT, ROLE, client_for, error_of, instance_cgroups, invoke_json, poll,
+                      probe_zip)
 
 TAG = "condo:tenant-max-concurrency"
 
@@ -141,11 +141,8 @@ def test_the_cap_needs_tenant_isolation_mode(lambda_client, make_function, uniqu
 def environment_weights(data_dir) -> list[int]:
     """The CPU weight (v1 `cpu.shares` or v2 `cpu.weight`) of each of the instance's sandbox
     groups that holds a running function (not a prepared sandbox, whose init step is condo)."""
-    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
-    instances = {p.resolve() for p in Path("/sys/fs/cgroup").glob(f"*/condo/{digest}")}
-    instances |= {p for p in [Path("/sys/fs/cgroup/condo") / digest] if p.is_dir()}
     weights = []
-    for instance in instances:
+    for instance in instance_cgroups(data_dir):
         for group in (g for g in instance.iterdir() if g.is_dir()):
             weight_file = next((group / f for f in ("cpu.shares", "cpu.weight") if (group / f).exists()), None)
             if weight_file is None:
