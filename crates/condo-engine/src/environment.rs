@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use condo_runtime_api::{Invocation, InvocationOutcome, Phase, RuntimeApi};
+use condo_runtime_api::{
+    Acknowledgement, Answer, Invocation, InvocationOutcome, Phase, RuntimeApi,
+};
 use condo_sandbox::{ExitStatus, ExitWatch, Sandbox, SandboxError};
 use condo_types::{FunctionConfig, Limits, LogFormat};
 
@@ -40,6 +42,9 @@ pub struct Finished {
     /// False when the environment must not be reused (timed out, crashed).
     pub healthy: bool,
     pub tail: Option<Vec<u8>>,
+    /// Holds back the runtime's `202` until the caller has its answer (see
+    /// [`condo_runtime_api::Answer::ack`]): drop it once the result is handed on.
+    pub runtime_ack: Option<Acknowledgement>,
 }
 
 pub struct Environment {
@@ -261,6 +266,7 @@ impl Environment {
         self.capture.begin(&request_id, tail);
         self.log_start(&invocation);
 
+        let mut runtime_ack = None;
         let (result, healthy) = match self.api.deliver(invocation) {
             None => (
                 Err(FunctionError::new(
@@ -270,16 +276,21 @@ impl Environment {
                 false,
             ),
             Some(reply) => tokio::select! {
-                outcome = reply => match outcome {
-                    Ok(InvocationOutcome::Response(body)) => (Ok(body), true),
-                    Ok(InvocationOutcome::Error { body, error_type }) => {
-                        let error_type = error_type.or_else(|| error_type_of(&body)).unwrap_or_else(|| "Unhandled".into());
-                        (Err(FunctionError { error_type, body }), true)
+                answer = reply => match answer {
+                    Ok(Answer { outcome, ack }) => {
+                        runtime_ack = Some(ack);
+                        match outcome {
+                            InvocationOutcome::Response(body) => (Ok(body), true),
+                            InvocationOutcome::Error { body, error_type } => {
+                                let error_type = error_type.or_else(|| error_type_of(&body)).unwrap_or_else(|| "Unhandled".into());
+                                (Err(FunctionError { error_type, body }), true)
+                            }
+                            InvocationOutcome::ResponseTooLarge => (Err(FunctionError::new(
+                                "Function.ResponseSizeTooLarge",
+                                &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", Limits::SYNC_PAYLOAD_BYTES),
+                            )), true),
+                        }
                     }
-                    Ok(InvocationOutcome::ResponseTooLarge) => (Err(FunctionError::new(
-                        "Function.ResponseSizeTooLarge",
-                        &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", Limits::SYNC_PAYLOAD_BYTES),
-                    )), true),
                     Err(_) => (Err(FunctionError::new(self.exit_error_type(), "the runtime went away")), false),
                 },
                 _ = self.exit.exited() => {
@@ -316,6 +327,7 @@ impl Environment {
             result,
             healthy,
             tail,
+            runtime_ack,
         }
     }
 

@@ -159,6 +159,9 @@ async fn run(
         .map_err(|_| EngineError::Internal("pool lock poisoned".into()))?
         .release(env, healthy, Instant::now());
     shared.stop_all(unhealthy.into_iter().collect());
+    // Releasing the runtime's `202` wakes its connection onto this thread's queue without
+    // waking another worker; it runs once this task has written the caller's answer.
+    drop(finished.runtime_ack);
     Ok(InvokeResponse {
         request_id,
         executed_version: config.version,

@@ -8,4 +8,6 @@
 
 mod server;
 
-pub use server::{Invocation, InvocationOutcome, Phase, RuntimeApi, MAX_RESPONSE_BYTES};
+pub use server::{
+    Acknowledgement, Answer, Invocation, InvocationOutcome, Phase, RuntimeApi, MAX_RESPONSE_BYTES,
+};

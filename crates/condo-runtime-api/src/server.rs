@@ -45,6 +45,28 @@ pub enum InvocationOutcome {
     ResponseTooLarge,
 }
 
+/// The runtime's answer to one invocation, and the hold on its acknowledgement.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: InvocationOutcome,
+    /// The runtime's `202` is sent once this is dropped. The engine keeps it until it has
+    /// handed the answer to its caller, so the caller's answer is written first: the caller is
+    /// waiting, the runtime's next `/next` is not. Ordering it this way, rather than yielding,
+    /// costs no wake-up of another worker thread.
+    pub ack: Acknowledgement,
+}
+
+/// See [`Answer::ack`].
+#[derive(Debug)]
+pub struct Acknowledgement(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl Acknowledgement {
+    fn pair() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(tx), rx)
+    }
+}
+
 /// Where the runtime is in its life, as seen through the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -59,11 +81,11 @@ pub enum Phase {
     },
 }
 
-type Delivery = (Invocation, oneshot::Sender<InvocationOutcome>);
+type Delivery = (Invocation, oneshot::Sender<Answer>);
 
 struct Shared {
     next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
-    in_flight: Mutex<Option<(String, oneshot::Sender<InvocationOutcome>)>>,
+    in_flight: Mutex<Option<(String, oneshot::Sender<Answer>)>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -118,7 +140,7 @@ impl RuntimeApi {
     /// Hands one invocation to the runtime's next `/next` call. The receiver resolves when the
     /// runtime answers; it is dropped (the receiver sees an error) if the server goes away.
     /// `None` if an invocation is already waiting (one at a time) or the server is gone.
-    pub fn deliver(&self, invocation: Invocation) -> Option<oneshot::Receiver<InvocationOutcome>> {
+    pub fn deliver(&self, invocation: Invocation) -> Option<oneshot::Receiver<Answer>> {
         let (tx, rx) = oneshot::channel();
         self.deliver_tx.try_send((invocation, tx)).ok().map(|()| rx)
     }
@@ -252,10 +274,7 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
 }
 
 /// Takes the in-flight invocation if `id` is the one this environment is working on.
-fn take_in_flight(
-    shared: &Shared,
-    id: &str,
-) -> Result<oneshot::Sender<InvocationOutcome>, Refusal> {
+fn take_in_flight(shared: &Shared, id: &str) -> Result<oneshot::Sender<Answer>, Refusal> {
     let Ok(mut slot) = shared.in_flight.lock() else {
         return Err((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -294,15 +313,9 @@ async fn respond(shared: &Shared, id: &str, req: Request<Incoming>) -> Response<
         .collect()
         .await
     {
-        Ok(body) => {
-            let _ = reply.send(InvocationOutcome::Response(body.to_bytes()));
-            // Let the invocation answer its caller before this answers the runtime: the
-            // caller is waiting, the runtime's next `/next` is not.
-            tokio::task::yield_now().await;
-            accepted()
-        }
+        Ok(body) => answer(reply, InvocationOutcome::Response(body.to_bytes())).await,
         Err(_) => {
-            let _ = reply.send(InvocationOutcome::ResponseTooLarge);
+            answer(reply, InvocationOutcome::ResponseTooLarge).await;
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
@@ -327,7 +340,19 @@ async fn report_error(shared: &Shared, id: &str, req: Request<Incoming>) -> Resp
                 br#"{"errorMessage":"error body too large","errorType":"Runtime.ErrorTooLarge"}"#,
             )
         });
-    let _ = reply.send(InvocationOutcome::Error { body, error_type });
+    answer(reply, InvocationOutcome::Error { body, error_type }).await
+}
+
+/// Hands the runtime's answer to the engine and waits until the engine lets it go (see
+/// [`Answer::ack`]); resolves at once if the engine stopped waiting.
+async fn answer(
+    reply: oneshot::Sender<Answer>,
+    outcome: InvocationOutcome,
+) -> Response<Full<Bytes>> {
+    let (ack, released) = Acknowledgement::pair();
+    // If the engine no longer waits, the answer and its `ack` are dropped here.
+    let _ = reply.send(Answer { outcome, ack });
+    let _ = released.await;
     accepted()
 }
 
@@ -375,4 +400,112 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>>
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    fn invocation(id: &str) -> Invocation {
+        Invocation {
+            request_id: id.to_owned(),
+            payload: Bytes::from_static(b"{\"n\":1}"),
+            deadline_ms: 0,
+            invoked_function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+            tenant_id: Some("t1".into()),
+            client_context: None,
+            trace_id: "Root=1-0-0".into(),
+        }
+    }
+
+    /// Reads one HTTP/1.1 response with a content-length body; returns its head and body.
+    async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed mid-response");
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return (head, buf[end + 4..end + 4 + length].to_vec());
+        }
+    }
+
+    async fn serve() -> (RuntimeApi, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let api = RuntimeApi::serve(listener);
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        (api, stream)
+    }
+
+    #[tokio::test]
+    async fn the_runtimes_202_waits_until_the_engine_lets_the_answer_go() {
+        let (api, mut runtime) = serve().await;
+        let answered = api.deliver(invocation("req-1")).expect("delivered");
+        runtime
+            .write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, body) = read_response(&mut runtime).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("lambda-runtime-aws-request-id: req-1"), "{head}");
+        assert!(head.contains("lambda-runtime-aws-tenant-id: t1"), "{head}");
+        assert_eq!(body, b"{\"n\":1}");
+
+        runtime
+            .write_all(b"POST /2018-06-01/runtime/invocation/req-1/response HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n\"ok\"")
+            .await
+            .expect("write");
+        let answer = answered.await.expect("answer");
+        assert_eq!(answer.outcome, InvocationOutcome::Response(Bytes::from_static(b"\"ok\"")));
+        // Held: the runtime hears nothing while the engine keeps the acknowledgement.
+        let mut probe = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(100), runtime.read(&mut probe)).await;
+        assert!(early.is_err(), "the 202 went out before the engine let it go");
+        drop(answer.ack);
+        let (head, body) = read_response(&mut runtime).await;
+        assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+        assert_eq!(body, br#"{"status":"OK"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_runtime_is_acknowledged_at_once_when_the_engine_stopped_waiting() {
+        let (api, mut runtime) = serve().await;
+        let answered = api.deliver(invocation("req-2")).expect("delivered");
+        runtime
+            .write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, _) = read_response(&mut runtime).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // As when an invocation times out: the engine drops its receiver.
+        drop(answered);
+        runtime
+            .write_all(b"POST /2018-06-01/runtime/invocation/req-2/error HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("write");
+        let (head, _) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut runtime))
+            .await
+            .expect("the runtime was left waiting for its 202");
+        assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    }
 }
