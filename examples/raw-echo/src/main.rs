@@ -53,11 +53,11 @@ fn main() -> Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
+    // One write per request: `write!` on the socket itself would send each formatted piece as
+    // its own segment (the socket has no delay), waking the server once per piece.
+    let next = format!("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n");
     loop {
-        write!(
-            writer,
-            "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n"
-        )?;
+        writer.write_all(next.as_bytes())?;
         let event = read_answer(&mut reader)?;
         let id = event.request_id.ok_or("no request id")?;
         let mut request = format!(
