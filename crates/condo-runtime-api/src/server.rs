@@ -467,7 +467,10 @@ mod tests {
             .expect("write");
         let (head, body) = read_response(&mut runtime).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.contains("lambda-runtime-aws-request-id: req-1"), "{head}");
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: req-1"),
+            "{head}"
+        );
         assert!(head.contains("lambda-runtime-aws-tenant-id: t1"), "{head}");
         assert_eq!(body, b"{\"n\":1}");
 
@@ -476,11 +479,18 @@ mod tests {
             .await
             .expect("write");
         let answer = answered.await.expect("answer");
-        assert_eq!(answer.outcome, InvocationOutcome::Response(Bytes::from_static(b"\"ok\"")));
+        assert_eq!(
+            answer.outcome,
+            InvocationOutcome::Response(Bytes::from_static(b"\"ok\""))
+        );
         // Held: the runtime hears nothing while the engine keeps the acknowledgement.
         let mut probe = [0u8; 1];
-        let early = tokio::time::timeout(Duration::from_millis(100), runtime.read(&mut probe)).await;
-        assert!(early.is_err(), "the 202 went out before the engine let it go");
+        let early =
+            tokio::time::timeout(Duration::from_millis(100), runtime.read(&mut probe)).await;
+        assert!(
+            early.is_err(),
+            "the 202 went out before the engine let it go"
+        );
         drop(answer.ack);
         let (head, body) = read_response(&mut runtime).await;
         assert!(head.starts_with("HTTP/1.1 202"), "{head}");
