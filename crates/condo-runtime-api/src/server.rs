@@ -449,24 +449,33 @@ mod tests {
         }
     }
 
-    async fn serve() -> (RuntimeApi, TcpStream) {
+    /// A Runtime API with one invocation delivered, and a runtime connection that has taken it
+    /// from `/next`: the API, the connection, the engine's receiver and the `/next` answer.
+    async fn serve_one(
+        id: &str,
+    ) -> (
+        RuntimeApi,
+        TcpStream,
+        oneshot::Receiver<Answer>,
+        (String, Vec<u8>),
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let api = RuntimeApi::serve(listener);
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        (api, stream)
-    }
-
-    #[tokio::test]
-    async fn the_runtimes_202_waits_until_the_engine_lets_the_answer_go() {
-        let (api, mut runtime) = serve().await;
-        let answered = api.deliver(invocation("req-1")).expect("delivered");
+        let mut runtime = TcpStream::connect(addr).await.expect("connect");
+        let answered = api.deliver(invocation(id)).expect("delivered");
         runtime
             .write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .expect("write");
-        let (head, body) = read_response(&mut runtime).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let next = read_response(&mut runtime).await;
+        assert!(next.0.starts_with("HTTP/1.1 200"), "{}", next.0);
+        (api, runtime, answered, next)
+    }
+
+    #[tokio::test]
+    async fn the_runtimes_202_waits_until_the_engine_lets_the_answer_go() {
+        let (_api, mut runtime, answered, (head, body)) = serve_one("req-1").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: req-1"),
             "{head}"
@@ -499,14 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_runtime_is_acknowledged_at_once_when_the_engine_stopped_waiting() {
-        let (api, mut runtime) = serve().await;
-        let answered = api.deliver(invocation("req-2")).expect("delivered");
-        runtime
-            .write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let (head, _) = read_response(&mut runtime).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (_api, mut runtime, answered, _) = serve_one("req-2").await;
         // As when an invocation times out: the engine drops its receiver.
         drop(answered);
         runtime
