@@ -2,6 +2,7 @@
 tenant-isolated function from taking the function's whole concurrency; its other tenants keep
 running. Set and cleared with the stock TagResource / UntagResource, kept across a restart."""
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -176,3 +177,45 @@ def test_a_tenant_that_scales_out_shares_one_environments_cpu_weight(start_serve
     assert abs(narrow - 3 * wide[0]) <= 3, weights
     assert narrow > 2 * wide[0], weights
     join(*held)
+
+
+AFFINITY_THEN_SLEEP = """
+import os, time
+result = sorted(os.sched_getaffinity(0))
+time.sleep(event["seconds"])
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs two CPUs")
+def test_under_contention_each_busy_environment_runs_on_one_cpu(start_server):
+    """CPU placement: while more environments are busy than the host has CPUs, an environment
+    that starts an invocation runs on one CPU; alone again, it may use them all."""
+    cpus = sorted(os.sched_getaffinity(0))
+    server = start_server()
+    client = client_for(server)
+    client.create_function(FunctionName="placed", Runtime="python3.11", Role=ROLE,
+                           Handler="probe.handler", Code={"ZipFile": probe_zip()},
+                           TenancyConfig=PER_TENANT, Timeout=60)
+    tenants = [f"T{i}" for i in range(len(cpus) + 2)]
+    seen = {}
+
+    def run(tenant):
+        out, _ = invoke_json(client, "placed", {"op": "py", "code": AFFINITY_THEN_SLEEP, "seconds": 3},
+                             TenantId=tenant)
+        seen[tenant] = out["result"]
+    threads = [threading.Thread(target=run, args=(t,)) for t in tenants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == tenants, seen
+    # Every environment started its invocation while the others ran: the first ones to start
+    # (as many as there are CPUs) were free, the rest were each given one CPU.
+    confined = [t for t, allowed in seen.items() if len(allowed) == 1]
+    assert len(confined) >= 2, seen
+    assert all(seen[t][0] in cpus for t in confined), seen
+    assert all(seen[t] == cpus for t in seen if t not in confined), seen
+    # Alone, a confined environment is freed at its next invocation.
+    out, _ = invoke_json(client, "placed", {"op": "py", "code": AFFINITY_THEN_SLEEP, "seconds": 0},
+                         TenantId=confined[0])
+    assert out["result"] == cpus, out

@@ -13,6 +13,7 @@ use condo_types::{FunctionConfig, Limits, LogFormat};
 
 use crate::fairness::ShareGuard;
 use crate::logs::{finish_tail, Capture};
+use crate::placement::Placement;
 use crate::pool::{PoolKey, Pooled};
 use crate::runtimes::{resource_limits, sandbox_spec, EnvironmentIdentity};
 use crate::EngineShared;
@@ -58,6 +59,7 @@ pub struct Environment {
     exit: ExitWatch,
     /// Its place in its tenant's CPU share (tenant isolation mode only).
     _cpu_share: Option<ShareGuard>,
+    placement: Placement,
     sandbox: Sandbox,
     init_duration: Option<Duration>,
     cold_start: Option<ColdStart>,
@@ -97,6 +99,11 @@ pub enum StartError {
 }
 
 impl Environment {
+    /// Where its threads run (see [`crate::placement`]).
+    pub(crate) fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -220,6 +227,7 @@ impl Environment {
             capture,
             exit,
             _cpu_share: cpu_share,
+            placement: shared.cpu_placer.place(sandbox.cpu_affinity()),
             sandbox,
             init_duration: None,
             cold_start: None,

@@ -148,7 +148,9 @@ async fn run(
         trace_id: trace_id(),
     };
     let cold_start = env.take_cold_start();
+    let busy = shared.cpu_placer.busy(env.placement());
     let finished = env.invoke(invocation, req.log_tail).await;
+    drop(busy);
     let healthy = finished.healthy
         && !shared
             .shutting_down

@@ -11,6 +11,7 @@ mod environment;
 mod fairness;
 mod invoke;
 mod logs;
+mod placement;
 mod pool;
 mod queue;
 mod runtimes;
@@ -105,6 +106,8 @@ pub(crate) struct EngineShared {
     pub(crate) pool: Mutex<Pool<Environment>>,
     /// CPU weight shared by each tenant's environments.
     pub(crate) tenant_shares: Arc<fairness::TenantShares>,
+    /// Which CPU each busy environment runs on under contention.
+    pub(crate) cpu_placer: placement::CpuPlacer,
     /// Resolved configurations, so invocations do not hit the database.
     pub(crate) configs: RwLock<HashMap<(FunctionName, Version), Arc<FunctionConfig>>>,
     pub(crate) queue_wake: tokio::sync::Notify,
@@ -226,6 +229,7 @@ impl Engine {
             sandbox_base,
             pool: Mutex::new(pool),
             tenant_shares: fairness::TenantShares::new(),
+            cpu_placer: placement::CpuPlacer::new(condo_sandbox::allowed_cpus()),
             configs: RwLock::new(HashMap::new()),
             queue_wake: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

@@ -22,7 +22,7 @@ mod spec;
 mod sys;
 mod system;
 
-pub use cgroup::{CgroupLayout, CpuWeight, ResourceLimits};
+pub use cgroup::{allowed_cpus, CgroupLayout, CpuAffinity, CpuWeight, ResourceLimits};
 pub use init::init_main;
 pub use network::DNS_FORWARD_ADDR;
 pub use parent::{

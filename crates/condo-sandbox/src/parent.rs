@@ -515,6 +515,11 @@ impl Sandbox {
         self.process.cgroup.cpu_weight()
     }
 
+    /// A handle on which CPUs the sandbox's threads run on, usable apart from it.
+    pub fn cpu_affinity(&self) -> crate::CpuAffinity {
+        self.process.cgroup.cpu_affinity()
+    }
+
     /// Peak memory of the whole sandbox (its processes and its `/tmp`), in bytes.
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         self.process.cgroup.memory_peak()

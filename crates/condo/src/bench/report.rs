@@ -69,7 +69,7 @@ pub fn write(out: &Path, report: &Value) -> anyhow::Result<()> {
 }
 
 fn noisy(md: &mut String, n: &Value) {
-    let _ = writeln!(md, "## Noisy neighbour\n\nA quiet tenant sends 20 requests/s (from a client thread of its own, as a caller elsewhere would), alone and then while another tenant of the same function floods at concurrency 16; once without per-tenant caps and once with them (fair CPU between tenants is always on). Rounds of each: {}, samples pooled. Limits: {}.\n", n["rounds"], n["limits"].as_str().unwrap_or(""));
+    let _ = writeln!(md, "## Noisy neighbour\n\nA quiet tenant sends 20 requests/s (from a client thread of its own, as a caller elsewhere would), alone and then while another tenant of the same function floods at concurrency 16; once without per-tenant caps and once with them (fair CPU between tenants and CPU placement under contention are always on). Rounds of each: {}, samples pooled. Limits: {}.\n", n["rounds"], n["limits"].as_str().unwrap_or(""));
     let _ = writeln!(
         md,
         "| limits | quiet tenant | p50 | p99 | max | count |\n|---|---|---|---|---|---|"
