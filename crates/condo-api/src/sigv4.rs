@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -23,8 +23,6 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const TERMINATOR: &str = "aws4_request";
 /// Payload hash a signer uses when the body is not covered by the signature.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
-/// ISO 8601 "basic format", the only timestamp form that appears in a string to sign.
-const TIMESTAMP_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// How far a header-signed request's clock may be from ours, either way (AWS uses 15 minutes).
 const MAX_CLOCK_SKEW_MINUTES: i64 = 15;
 /// The longest lifetime AWS allows for a presigned URL: seven days.
@@ -447,7 +445,8 @@ fn bad_date(value: &str) -> SigV4Error {
     ))
 }
 
-/// Parses exactly `YYYYMMDDTHHMMSSZ`. The shape is checked by hand first because chrono's `%Y`
+/// Parses exactly `YYYYMMDDTHHMMSSZ`, ISO 8601's "basic format", the only timestamp form that
+/// appears in a string to sign. The shape is checked by hand first because chrono's `%Y`
 /// would also accept signs and extra digits, which must not reach the string to sign.
 fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
     let shaped = value.len() == 16
@@ -459,13 +458,29 @@ fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
     if !shaped {
         return None;
     }
-    NaiveDateTime::parse_from_str(value, TIMESTAMP_FORMAT)
-        .ok()
-        .map(|t| t.and_utc())
+    // Digits only from here on; read by hand, as chrono's format parser costs more than the
+    // rest of the check on a refused request.
+    let number = |range: std::ops::Range<usize>| value.get(range)?.parse::<u32>().ok();
+    NaiveDate::from_ymd_opt(
+        i32::try_from(number(0..4)?).ok()?,
+        number(4..6)?,
+        number(6..8)?,
+    )?
+    .and_hms_opt(number(9..11)?, number(11..13)?, number(13..15)?)
+    .map(|t| t.and_utc())
 }
 
 fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.format(TIMESTAMP_FORMAT).to_string()
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 /// `YYYYMMDD` of a basic-format timestamp; never panics, even on a malformed one.
@@ -915,6 +930,31 @@ fn hex_sha256(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_format_timestamps_round_trip_and_impossible_ones_are_refused() {
+        for t in ["20240601T080000Z", "20000229T235959Z", "19991231T000000Z"] {
+            let at = parse_timestamp(t).unwrap();
+            assert_eq!(format_timestamp(at), t);
+        }
+        assert_eq!(
+            parse_timestamp("20240601T080000Z"),
+            Some(chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 6, 1, 8, 0, 0).unwrap())
+        );
+        for t in [
+            "20230229T000000Z", // not a leap year
+            "20241301T000000Z",
+            "20240600T000000Z",
+            "20240601T240000Z",
+            "20240601T086000Z",
+            "20240601T080060Z",
+            "+2024061T080000Z",
+            "20240601 080000Z",
+            "2024-06-01T08:00",
+        ] {
+            assert_eq!(parse_timestamp(t), None, "{t}");
+        }
+    }
 
     const AKID: &str = "AKIDEXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
