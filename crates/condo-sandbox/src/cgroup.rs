@@ -282,6 +282,8 @@ impl CpuAffinity {
             .lines()
             .filter_map(|l| l.trim().parse::<i32>().ok())
         {
+            // A thread id could in theory be reused by a host thread between the read and the
+            // call; the worst outcome is that thread running on fewer CPUs, a matter of speed.
             match nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set) {
                 // A thread that exited since the list was read needs no placing.
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
